@@ -1,0 +1,98 @@
+"""Size and speed of models: parameters, megabytes, multiply-accumulates, CPU latency and throughput."""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def model_size_mb(model: nn.Module) -> float:
+    """Bytes of parameters and buffers (what a saved state dict holds), in MB (10^6 bytes)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors) / 1e6
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int] = (1, 1, 28, 28)) -> int:
+    """Multiply-accumulates of one forward pass of a batch of ``input_shape``, counted in the
+    ``nn.Linear`` and ``nn.Conv2d`` layers (they dominate; activations, norms and pooling are ignored)."""
+    macs = 0
+
+    def linear(module, inputs, output):
+        nonlocal macs
+        macs += output.numel() * module.in_features
+
+    def conv(module, inputs, output):
+        nonlocal macs
+        kh, kw = module.kernel_size
+        macs += output.numel() * (module.in_channels // module.groups) * kh * kw
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            handles.append(module.register_forward_hook(linear))
+        elif isinstance(module, nn.Conv2d):
+            handles.append(module.register_forward_hook(conv))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            model(torch.zeros(*input_shape, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return macs
+
+
+@torch.no_grad()
+def cpu_latency_ms(model: nn.Module, input_shape: Sequence[int] = (1, 1, 28, 28), warmup: int = 10,
+                   repeats: int = 50, threads: int | None = None) -> float:
+    """Median wall-clock time in milliseconds of one forward pass on the CPU, after ``warmup`` passes.
+
+    threads: torch CPU threads during the measurement (default: leave the current setting).
+    The model is copied to the CPU in eval mode; the original is untouched.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    import copy
+
+    cpu_model = copy.deepcopy(model).cpu().eval()
+    x = torch.randn(*input_shape)
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        for _ in range(warmup):
+            cpu_model(x)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            cpu_model(x)
+            times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        torch.set_num_threads(old_threads)
+    return statistics.median(times)
+
+
+def throughput(model: nn.Module, batch_size: int = 256, input_shape: Sequence[int] = (1, 28, 28), **kwargs) -> float:
+    """Images per second on the CPU at ``batch_size`` (from the median batch latency)."""
+    ms = cpu_latency_ms(model, (batch_size, *input_shape), **kwargs)
+    return batch_size / (ms / 1e3)
+
+
+def profile(model: nn.Module, input_shape: Sequence[int] = (1, 1, 28, 28), **latency_kwargs) -> dict:
+    """Parameters, size (MB), MACs and batch-1 CPU latency (ms) of ``model`` in one dictionary."""
+    return {
+        "params": count_parameters(model),
+        "size_mb": model_size_mb(model),
+        "macs": count_macs(model, input_shape),
+        "latency_ms": cpu_latency_ms(model, input_shape, **latency_kwargs),
+    }

@@ -1,0 +1,107 @@
+"""Teacher and student networks for MNIST. Every model is a plain ``nn.Module`` that returns logits.
+
+Intermediate features are read with :mod:`kdtools.features` (forward hooks on named layers), so
+nothing here returns features or needs editing for a distillation method.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Sequence
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    """Fully connected ReLU network on flattened 28x28 images, as in Hinton et al. (2015).
+
+    hidden: widths of the hidden layers, e.g. ``(1200, 1200)`` for the paper's teacher.
+    dropout: dropout on every hidden layer (the paper's teacher used dropout).
+    input_dropout: dropout on the input pixels (Hinton et al. 2012 used 0.2).
+    Layers are named ``fc1, fc2, ..., head`` and activations ``act1, act2, ...`` for hooks.
+    """
+
+    def __init__(self, hidden: Sequence[int] = (800, 800), num_classes: int = 10, dropout: float = 0.0,
+                 input_dropout: float = 0.0, in_features: int = 28 * 28):
+        super().__init__()
+        if len(hidden) == 0 or any(h < 1 for h in hidden):
+            raise ValueError(f"hidden must be a non-empty list of positive widths, got {list(hidden)}")
+        for name, p in (("dropout", dropout), ("input_dropout", input_dropout)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {p}")
+        self.hidden = tuple(hidden)
+        layers: Dict[str, nn.Module] = {"flatten": nn.Flatten()}
+        if input_dropout > 0:
+            layers["input_drop"] = nn.Dropout(input_dropout)
+        width = in_features
+        for i, h in enumerate(hidden, start=1):
+            layers[f"fc{i}"] = nn.Linear(width, h)
+            layers[f"act{i}"] = nn.ReLU()
+            if dropout > 0:
+                layers[f"drop{i}"] = nn.Dropout(dropout)
+            width = h
+        layers["head"] = nn.Linear(width, num_classes)
+        self.net = nn.Sequential()
+        for name, module in layers.items():
+            self.net.add_module(name, module)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SmallCNN(nn.Module):
+    """A small VGG-style CNN for 28x28 inputs with width and depth knobs.
+
+    width: channels of the first stage; stage ``s`` has ``width * 2**s`` channels.
+    depth: conv layers per stage (each 3x3 + BatchNorm + ReLU); there are three stages, the
+        first two end with 2x2 max-pooling (28 -> 14 -> 7).
+    Named blocks ``stage1, stage2, stage3`` (feature maps for feature-based KD), ``pool``
+    (global average) and ``head`` (linear classifier); ``embedding`` is the pooled vector.
+    """
+
+    def __init__(self, width: int = 16, depth: int = 1, num_classes: int = 10, in_channels: int = 1,
+                 dropout: float = 0.0):
+        super().__init__()
+        if width < 1 or depth < 1:
+            raise ValueError(f"width and depth must be >= 1, got width={width}, depth={depth}")
+        self.width, self.depth = width, depth
+        channels = in_channels
+        for stage in range(3):
+            out = width * 2 ** stage
+            block = nn.Sequential()
+            for i in range(depth):
+                block.add_module(f"conv{i + 1}", nn.Conv2d(channels, out, 3, padding=1, bias=False))
+                block.add_module(f"bn{i + 1}", nn.BatchNorm2d(out))
+                block.add_module(f"relu{i + 1}", nn.ReLU(inplace=False))
+                channels = out
+            if stage < 2:
+                block.add_module("pool", nn.MaxPool2d(2))
+            self.add_module(f"stage{stage + 1}", block)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.embedding = nn.Identity()  # a named hook point for the pooled feature vector
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage3(self.stage2(self.stage1(x)))
+        return self.head(self.drop(self.embedding(self.pool(x))))
+
+
+# Named architectures used across the course; notebooks and the zoo build models by name.
+ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {
+    "mlp-1200x2": lambda **kw: MLP((1200, 1200), **kw),   # Hinton et al. (2015) teacher
+    "mlp-800x2": lambda **kw: MLP((800, 800), **kw),      # Hinton et al. (2015) student
+    "mlp-300x2": lambda **kw: MLP((300, 300), **kw),
+    "mlp-100x2": lambda **kw: MLP((100, 100), **kw),
+    "mlp-30x2": lambda **kw: MLP((30, 30), **kw),
+    "cnn-32x2": lambda **kw: SmallCNN(width=32, depth=2, **kw),  # the course's CNN teacher
+    "cnn-16x1": lambda **kw: SmallCNN(width=16, depth=1, **kw),
+    "cnn-8x1": lambda **kw: SmallCNN(width=8, depth=1, **kw),
+    "cnn-4x1": lambda **kw: SmallCNN(width=4, depth=1, **kw),
+}
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """Build one of :data:`ARCHITECTURES` by name, e.g. ``build_model("mlp-800x2", dropout=0.2)``."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name](**kwargs)

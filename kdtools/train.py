@@ -1,0 +1,298 @@
+"""One training loop for the whole course: train a model, or distil a student from a teacher.
+
+A distillation objective is a weighted sum of *loss terms*. A term is any function of a
+:class:`Step` (the batch, the student's and teacher's logits and hooked features) that returns a
+scalar, so every method of the course plugs into the same loop::
+
+    history = distill(student, teacher, train_loader, test_loader, epochs=5,
+                      terms={"ce": (0.1, cross_entropy_term), "kd": (0.9, kd_term(temperature=4.0))})
+
+The teacher is always in eval mode and runs under ``torch.no_grad()``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .features import FeatureExtractor
+from .runtime import get_device
+
+
+@dataclass
+class Step:
+    """Everything a loss term may need for one batch."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor
+    student_logits: torch.Tensor
+    teacher_logits: Optional[torch.Tensor] = None
+    student_features: Dict[str, torch.Tensor] = field(default_factory=dict)
+    teacher_features: Dict[str, torch.Tensor] = field(default_factory=dict)
+    epoch: int = 0
+
+
+LossTerm = Callable[[Step], torch.Tensor]
+Weight = Union[float, Callable[[int], float]]  # a constant, or a function of the (0-based) epoch
+
+
+def cross_entropy_term(step: Step) -> torch.Tensor:
+    """Cross-entropy of the student's logits with the hard labels."""
+    return F.cross_entropy(step.student_logits, step.labels)
+
+
+def kd_term(temperature: float = 4.0) -> LossTerm:
+    """Hinton et al.'s soft-target term, ``T^2 KL(p_t^T || p_s^T)``, via :func:`kdtools.losses.kd_loss`."""
+    from .losses import kd_loss
+
+    def term(step: Step) -> torch.Tensor:
+        if step.teacher_logits is None:
+            raise ValueError("kd_term needs a teacher: pass teacher=... to distill()")
+        return kd_loss(step.student_logits, step.teacher_logits, temperature=temperature)
+
+    return term
+
+
+@dataclass
+class History:
+    """Per-epoch record of a run. Accuracies are test accuracies in percent."""
+
+    train_loss: List[float] = field(default_factory=list)
+    term_loss: Dict[str, List[float]] = field(default_factory=dict)
+    test_acc: List[float] = field(default_factory=list)
+    epoch_seconds: List[float] = field(default_factory=list)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.train_loss)
+
+    @property
+    def last_acc(self) -> float:
+        return self.test_acc[-1] if self.test_acc else float("nan")
+
+    @property
+    def best_acc(self) -> float:
+        return max(self.test_acc) if self.test_acc else float("nan")
+
+    @property
+    def best_epoch(self) -> int:
+        """1-based epoch of the best test accuracy (the first one, on ties)."""
+        return self.test_acc.index(self.best_acc) + 1 if self.test_acc else 0
+
+    def to_dict(self) -> dict:
+        return {"train_loss": self.train_loss, "term_loss": self.term_loss, "test_acc": self.test_acc,
+                "epoch_seconds": self.epoch_seconds, "last_acc": self.last_acc, "best_acc": self.best_acc,
+                "best_epoch": self.best_epoch}
+
+    def __repr__(self) -> str:
+        return (f"History(epochs={self.epochs}, last_acc={self.last_acc:.2f}, best_acc={self.best_acc:.2f} "
+                f"@ epoch {self.best_epoch})")
+
+
+def _move(batch, device):
+    return tuple(t.to(device, non_blocking=True) for t in batch)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, loader, device=None) -> torch.Tensor:
+    """Logits of ``model`` (eval mode) on every batch of ``loader``, concatenated in loader order, on the CPU."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(images.to(device)).float().cpu() for images, *_ in loader])
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device=None) -> float:
+    """Accuracy in percent of ``model`` (eval mode) on ``loader``."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    try:
+        for images, labels, *_ in loader:
+            pred = model(images.to(device)).argmax(dim=1).cpu()
+            correct += (pred == labels).sum().item()
+            total += labels.numel()
+    finally:
+        model.train(was_training)
+    return 100.0 * correct / max(total, 1)
+
+
+OPTIMIZERS: Dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "sgd": lambda params, lr, weight_decay, momentum: torch.optim.SGD(
+        params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0),
+    "adam": lambda params, lr, weight_decay, momentum: torch.optim.Adam(params, lr=lr, weight_decay=weight_decay),
+    "adamw": lambda params, lr, weight_decay, momentum: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay),
+}
+
+SCHEDULES: Dict[str, Callable[[int, int], float]] = {
+    # multiplier of the base learning rate at (0-based) epoch e of n
+    "constant": lambda e, n: 1.0,
+    "cosine": lambda e, n: 0.5 * (1.0 + math.cos(math.pi * e / n)),
+}
+
+
+def _normalise_terms(terms) -> Dict[str, Tuple[Weight, LossTerm]]:
+    if not terms:
+        raise ValueError("terms must hold at least one loss term, got none")
+    out = {}
+    for name, spec in terms.items():
+        if callable(spec):
+            weight, fn = 1.0, spec
+        elif isinstance(spec, (tuple, list)) and len(spec) == 2:
+            weight, fn = spec
+        else:
+            weight, fn = None, None
+        if not callable(fn) or not (callable(weight) or isinstance(weight, (int, float))):
+            raise ValueError(f"terms[{name!r}] must be a callable or (weight, callable), got {spec!r}")
+        out[name] = (weight, fn)
+    return out
+
+
+def _weight_at(weight: Weight, epoch: int) -> float:
+    return float(weight(epoch)) if callable(weight) else float(weight)
+
+
+def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
+        terms: Optional[Mapping[str, Union[LossTerm, Tuple[Weight, LossTerm]]]] = None,
+        teacher: Optional[nn.Module] = None, student_layers: Sequence[str] = (), teacher_layers: Sequence[str] = (),
+        extra_modules: Iterable[nn.Module] = (), optimizer: str = "sgd", lr: float = 0.05, momentum: float = 0.9,
+        weight_decay: float = 5e-4, schedule: str = "cosine", cache_teacher_logits: bool = False,
+        device=None, seed: Optional[int] = None, progress: bool = True, desc: str = "") -> History:
+    """Train ``model`` for ``epochs`` on a weighted sum of loss terms and return its :class:`History`.
+
+    terms: ``{name: (weight, term)}`` (or ``{name: term}`` for weight 1); a weight may be a function of
+        the 0-based epoch (e.g. DKD's warm-up). Default: cross-entropy only.
+    teacher: frozen network whose logits (and ``teacher_layers`` features) the terms may use.
+    student_layers / teacher_layers: layer names hooked with :class:`FeatureExtractor`.
+    extra_modules: trainable modules used inside terms (regressors, embedding heads); they are
+        optimised with the model and put in train/eval mode with it.
+    cache_teacher_logits: compute the teacher's logits once for the whole training set and look
+        them up by example index. Valid only without augmentation and without teacher features.
+    seed: re-seeds torch before training (dropout, initialisation of lazily built parts).
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
+    if teacher_layers and teacher is None:
+        raise ValueError(f"teacher_layers={list(teacher_layers)} given but no teacher")
+    terms = _normalise_terms(terms or {"ce": (1.0, cross_entropy_term)})
+    if seed is not None:
+        torch.manual_seed(seed)
+    device = torch.device(device) if device is not None else get_device()
+    extra_modules = list(extra_modules)
+    model.to(device)
+    for module in extra_modules:
+        module.to(device)
+    params = [p for m in [model, *extra_modules] for p in m.parameters() if p.requires_grad]
+    opt = OPTIMIZERS[optimizer](params, lr, weight_decay, momentum)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: SCHEDULES[schedule](e, epochs))
+
+    cached_logits = None
+    if teacher is not None:
+        teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        if cache_teacher_logits:
+            cached_logits = _teacher_logit_cache(teacher, train_loader, teacher_layers, device)
+
+    from tqdm.auto import tqdm
+
+    history = History(term_loss={name: [] for name in terms})
+    student_hooks = FeatureExtractor(model, student_layers) if student_layers else None
+    teacher_hooks = FeatureExtractor(teacher, teacher_layers, detach=True) if teacher_layers else None
+    bar = tqdm(range(epochs), desc=desc or "epochs", disable=not progress, leave=True)
+    try:
+        for hooks in (student_hooks, teacher_hooks):
+            if hooks is not None:
+                hooks.attach()
+        for epoch in bar:
+            start = time.perf_counter()
+            model.train()
+            for module in extra_modules:
+                module.train()
+            weights = {name: _weight_at(w, epoch) for name, (w, _) in terms.items()}
+            sums = {name: 0.0 for name in terms}
+            total, seen = 0.0, 0
+            for batch in train_loader:
+                images, labels, index = _move(batch, device)
+                teacher_logits = None
+                if cached_logits is not None:
+                    teacher_logits = cached_logits[index]
+                elif teacher is not None:
+                    with torch.no_grad():
+                        teacher_logits = teacher(images)
+                logits = model(images)
+                step = Step(images, labels, index, logits, teacher_logits,
+                            student_hooks.outputs if student_hooks else {},
+                            teacher_hooks.outputs if teacher_hooks else {}, epoch)
+                values = {name: fn(step) for name, (_, fn) in terms.items()}
+                loss = sum(weights[name] * value for name, value in values.items())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                n = labels.shape[0]
+                seen += n
+                total += loss.item() * n
+                for name, value in values.items():
+                    sums[name] += value.item() * n
+            sched.step()
+            history.train_loss.append(total / seen)
+            for name in terms:
+                history.term_loss[name].append(sums[name] / seen)
+            if test_loader is not None:
+                history.test_acc.append(evaluate(model, test_loader, device))
+            history.epoch_seconds.append(time.perf_counter() - start)
+            bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}",
+                            acc=f"{history.last_acc:.2f}" if history.test_acc else "-")
+    finally:
+        for hooks in (student_hooks, teacher_hooks):
+            if hooks is not None:
+                hooks.remove()
+        bar.close()
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def _teacher_logit_cache(teacher, train_loader, teacher_layers, device) -> torch.Tensor:
+    if teacher_layers:
+        raise ValueError("cache_teacher_logits=True cannot be combined with teacher_layers: "
+                         "the teacher's features would still need a forward pass every step")
+    if getattr(train_loader, "augment", None) is not None:
+        raise ValueError("cache_teacher_logits=True needs un-augmented data: the loader applies "
+                         f"{train_loader.augment!r}, so the teacher must see every augmented batch")
+    data = getattr(train_loader, "data", None)
+    if data is None:
+        raise ValueError("cache_teacher_logits=True needs a kdtools TensorLoader (it indexes examples)")
+    logits = [teacher(data.images[i:i + 1000].to(device)) for i in range(0, len(data), 1000)]
+    return torch.cat(logits)
+
+
+def train(model: nn.Module, train_loader, test_loader=None, *, epochs: int, **options) -> History:
+    """Train ``model`` with cross-entropy on the hard labels (see :func:`fit` for the options)."""
+    return fit(model, train_loader, test_loader, epochs=epochs, **options)
+
+
+def distill(student: nn.Module, teacher: nn.Module, train_loader, test_loader=None, *, epochs: int,
+            terms=None, alpha: float = 0.9, temperature: float = 4.0, **options) -> History:
+    """Distil ``student`` from ``teacher``. Default terms: Hinton et al.'s objective
+    ``(1 - alpha) * CE + alpha * T^2 KL(p_t^T || p_s^T)``; pass ``terms`` for any other method."""
+    if terms is None:
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        terms = {"ce": (1.0 - alpha, cross_entropy_term), "kd": (alpha, kd_term(temperature))}
+    return fit(student, train_loader, test_loader, epochs=epochs, terms=terms, teacher=teacher, **options)

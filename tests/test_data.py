@@ -1,0 +1,126 @@
+import pytest
+import torch
+
+from kdtools import data
+from kdtools.data import (MNIST_MEAN, MNIST_STD, TensorData, TensorLoader, load_mnist, random_shift,
+                          stratified_subset)
+
+
+def test_loads_idx_fixture_normalised(tiny_mnist):
+    root, arrays = tiny_mnist
+    train = load_mnist(True, root=root, download=False)
+    test = load_mnist(False, root=root, download=False)
+    images, labels = arrays["train"]
+    assert train.images.shape == (20, 1, 28, 28) and train.images.dtype == torch.float32
+    assert test.images.shape == (10, 1, 28, 28)
+    expected = (torch.from_numpy(images[3].astype("float32")) / 255.0 - MNIST_MEAN) / MNIST_STD
+    torch.testing.assert_close(train.images[3, 0], expected)
+    assert train.labels.tolist() == labels.tolist()
+    assert train.labels.dtype == torch.int64
+
+
+def test_root_from_environment(tiny_mnist, monkeypatch):
+    root, _ = tiny_mnist
+    monkeypatch.setenv("KDTOOLS_DATA", str(root))
+    assert data.default_data_root() == root
+    assert len(load_mnist(False)) == 10
+
+
+def test_default_root_is_user_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv("KDTOOLS_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert data.default_data_root() == tmp_path / "kdtools" / "data"
+
+
+def test_missing_files_without_download_names_root(tmp_path):
+    with pytest.raises(RuntimeError, match=str(tmp_path)) as err:
+        load_mnist(True, root=tmp_path, download=False)
+    assert "KDTOOLS_DATA" in str(err.value)
+
+
+def test_failed_download_gives_one_runtime_error(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(root, train, download):
+        calls.append(download)
+        if download:
+            raise OSError("network is unreachable")
+        raise RuntimeError("Dataset not found. You can use download=True to download it")
+
+    monkeypatch.setattr(data, "_torchvision_mnist", fake)
+    with pytest.raises(RuntimeError, match="download failed.*network is unreachable") as err:
+        load_mnist(True, root=tmp_path)
+    assert str(tmp_path) in str(err.value)
+    assert calls == [False, True]  # looked locally first, then tried the download once
+
+
+def test_real_mnist_matches_published_counts(mnist):
+    train, test = mnist
+    assert len(train) == 60000 and len(test) == 10000
+    counts = torch.bincount(train.labels, minlength=10).tolist()
+    assert counts == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    # normalised with the published constants: mean ~0, std ~1 on the training set
+    assert abs(train.images.mean().item()) < 1e-3 and abs(train.images.std().item() - 1) < 1e-3
+
+
+def test_stratified_subset_is_balanced_and_deterministic():
+    labels = torch.arange(1000) % 10
+    a = stratified_subset(labels, per_class=7, seed=3)
+    b = stratified_subset(labels, per_class=7, seed=3)
+    c = stratified_subset(labels, per_class=7, seed=4)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.bincount(labels[a], minlength=10).tolist() == [7] * 10
+    assert torch.equal(a, a.sort().values) and len(set(a.tolist())) == 70
+    frac = stratified_subset(labels, fraction=0.5)
+    assert torch.bincount(labels[frac]).tolist() == [50] * 10
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({}, "exactly one of per_class and fraction"),
+    ({"per_class": 1, "fraction": 0.5}, "exactly one"),
+    ({"fraction": 1.5}, "fraction must be in"),
+    ({"per_class": 0}, "per_class must be >= 1"),
+    ({"per_class": 200}, "has only 100 examples"),
+])
+def test_stratified_subset_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        stratified_subset(torch.arange(1000) % 10, **kwargs)
+
+
+def _toy(n=10):
+    return TensorData(torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, 28, 28).clone(),
+                      torch.arange(n) % 10)
+
+
+def test_loader_covers_every_example_once_per_epoch_and_is_reproducible():
+    loader = TensorLoader(_toy(10), batch_size=3, shuffle=True, seed=5)
+    first = torch.cat([idx for _, _, idx in loader])
+    second = torch.cat([idx for _, _, idx in loader])
+    assert sorted(first.tolist()) == list(range(10)) and sorted(second.tolist()) == list(range(10))
+    assert not torch.equal(first, second)  # reshuffled every epoch
+    again = TensorLoader(_toy(10), batch_size=3, shuffle=True, seed=5)
+    assert torch.equal(torch.cat([idx for _, _, idx in again]), first)
+    assert len(loader) == 4 and len(TensorLoader(_toy(10), 3, drop_last=True)) == 3
+
+
+def test_loader_batches_match_their_indices():
+    toy = _toy(10)
+    for images, labels, idx in TensorLoader(toy, batch_size=4, shuffle=True, seed=1):
+        assert torch.equal(images[:, 0, 0, 0], idx.float())
+        assert torch.equal(labels, idx % 10)
+
+
+def test_random_shift_moves_content_by_at_most_max_shift():
+    images = torch.zeros(64, 1, 28, 28)
+    images[:, 0, 14, 14] = 1.0
+    shifted = random_shift(2)(images, torch.Generator().manual_seed(0))
+    pos = shifted[:, 0].flatten(1).argmax(dim=1)
+    rows, cols = pos // 28, pos % 28
+    assert (rows - 14).abs().max() <= 2 and (cols - 14).abs().max() <= 2
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 5  # really moves them, in several directions
+    assert torch.allclose(shifted.sum(dim=(1, 2, 3)), torch.ones(64))  # nothing lost near the centre
+
+
+def test_tensor_data_length_mismatch():
+    with pytest.raises(ValueError, match="same length"):
+        TensorData(torch.zeros(3, 1, 28, 28), torch.zeros(4, dtype=torch.long))

@@ -1,0 +1,106 @@
+"""Generate the first cells of every notebook from `_config.yml`: a Colab badge and an install cell.
+
+The repository address lives only in `_config.yml` (``repository.url`` and ``branch``). Run
+``python tools/sync_notebooks.py`` after changing it or adding a notebook; ``--check`` exits 1
+and names the notebooks whose header cells are out of sync (the test suite runs it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADER_KEY = "kd_header"  # cell metadata marking a generated cell: {"kd_header": "badge" | "install"}
+
+
+def repository(config_path: Path = ROOT / "_config.yml") -> tuple[str, str]:
+    config = yaml.safe_load(config_path.read_text())
+    repo = config.get("repository") or {}
+    url, branch = repo.get("url"), repo.get("branch", "main")
+    if not url or not url.startswith("https://github.com/"):
+        raise ValueError(f"_config.yml repository.url must be a https://github.com/OWNER/NAME address, got {url!r}")
+    return url.rstrip("/"), branch
+
+
+def header_cells(notebook_path: Path, url: str, branch: str, root: Path = ROOT) -> List[dict]:
+    rel = notebook_path.resolve().relative_to(root.resolve()).as_posix()
+    owner_repo = url.removeprefix("https://github.com/")
+    colab = f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}/{rel}"
+    badge = {
+        "cell_type": "markdown",
+        "metadata": {HEADER_KEY: "badge"},
+        "source": f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab})",
+    }
+    install = {
+        "cell_type": "code",
+        "metadata": {HEADER_KEY: "install", "tags": ["remove-cell"]},
+        "source": "\n".join([
+            "# In Colab, install kdtools from the course repository; locally `make lab` already did.",
+            "import sys",
+            "if \"google.colab\" in sys.modules:",
+            f"    %pip install --quiet \"kdtools @ git+{url}@{branch}\"",
+        ]),
+        "execution_count": None,
+        "outputs": [],
+    }
+    return [badge, install]
+
+
+def _source(cell: dict) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def sync(notebook_path: Path, url: str, branch: str, write: bool) -> bool:
+    """Bring one notebook's header cells in line; returns True if they were already in sync."""
+    nb = json.loads(notebook_path.read_text())
+    wanted = header_cells(notebook_path, url, branch)
+    current = [c for c in nb["cells"] if HEADER_KEY in c.get("metadata", {})]
+    in_sync = (
+        len(current) == len(wanted)
+        and nb["cells"][:len(wanted)] == current
+        and all(_source(c) == w["source"] and c["cell_type"] == w["cell_type"]
+                and c["metadata"].get(HEADER_KEY) == w["metadata"][HEADER_KEY] for c, w in zip(current, wanted))
+    )
+    if in_sync or not write:
+        return in_sync
+    body = [c for c in nb["cells"] if HEADER_KEY not in c.get("metadata", {})]
+    # keep the execution count of an existing install cell so a run's counts stay in order
+    for old in current:
+        if old["cell_type"] == "code":
+            wanted[1]["execution_count"] = old.get("execution_count")
+    for cell, old in zip(wanted, current):
+        if "id" in old:
+            cell["id"] = old["id"]
+    for i, cell in enumerate(wanted):
+        cell.setdefault("id", f"kd-header-{i}")
+    nb["cells"] = wanted + body
+    notebook_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return False
+
+
+def notebooks(root: Path = ROOT) -> List[Path]:
+    return sorted(p for p in (root / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="report notebooks out of sync; change nothing")
+    args = parser.parse_args(argv)
+    url, branch = repository()
+    stale = [p for p in notebooks() if not sync(p, url, branch, write=not args.check)]
+    for p in stale:
+        print(f"{'out of sync' if args.check else 'updated'}: {p.relative_to(ROOT)}")
+    if args.check and stale:
+        print("run `make sync` (python tools/sync_notebooks.py) to regenerate the header cells")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
