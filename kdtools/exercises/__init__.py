@@ -1,0 +1,23 @@
+"""Checkers for the exercises at the end of every notebook.
+
+``check_<name>(fn)`` runs the student's function on fixed cases (shapes, edge cases, gradients), compares
+it with the course's reference implementation and prints one line on success, or the failing case, the
+expected and received values and a hint aimed at the likely mistake. It returns ``True`` or ``False`` and
+never raises because of the student's code, so graders and tests can call it too::
+
+    from kdtools import exercises
+    exercises.check_kd_loss(kd_loss)
+
+Checkers live in one module per course module (``foundations`` for Module 1, ...) and are built with
+:func:`~kdtools.exercises._harness.run_checks`; see ``book/exercises.md`` for how to add one.
+"""
+from ._harness import Case, ErrorHint, Mistake, run_checks
+from .foundations import check_kd_loss, check_softmax_with_temperature
+
+# Every checker of the course; tests/test_exercises.py requires wrong-answer tests for each of them.
+CHECKERS = {
+    "check_softmax_with_temperature": check_softmax_with_temperature,
+    "check_kd_loss": check_kd_loss,
+}
+
+__all__ = ["CHECKERS", "Case", "ErrorHint", "Mistake", "run_checks", *CHECKERS]

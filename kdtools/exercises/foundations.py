@@ -1,0 +1,211 @@
+r"""Checkers of Module 1 (Foundations): the temperature softmax and the KD loss with its :math:`T^2` factor.
+
+References: ``torch.softmax(logits / T, dim=-1)`` and :func:`kdtools.losses.kd_loss`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..losses import kd_loss as _kd_loss_reference
+from ._harness import Case, ErrorHint, Mistake, run_checks
+
+__all__ = ["check_softmax_with_temperature", "check_kd_loss"]
+
+
+def _random_logits(seed: int, *shape: int, scale: float = 3.0) -> torch.Tensor:
+    # A private generator: checking a function must not move the notebook's global random state.
+    return scale * torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+# Shape and broadcasting mistakes are shared by both exercises.
+_KEEPDIM_HINT = ErrorHint(
+    r"must match the size of tensor",
+    "a reduction such as `.max(dim=-1)` or `.sum(dim=-1)` drops that dimension; pass `keepdim=True` "
+    "so the result broadcasts against the logits.")
+_MAX_PAIR_HINT = ErrorHint(
+    r"return_types\.max",
+    "`.max(dim=...)` returns a pair (values, indices): use `.max(dim=-1, keepdim=True).values`.")
+_LAST_DIM_HINT = ErrorHint(
+    r"Dimension out of range",
+    "use `dim=-1` (the last dimension, the classes), so the same code works for a vector [C] and a batch [B, C].")
+_IN_PLACE_HINT = ErrorHint(
+    r"in-place operation",
+    "do not modify the input in place (`logits /= temperature`); write `scaled = logits / temperature`.")
+
+
+# ----------------------------------------------------------------------------- temperature softmax
+def _softmax_reference(logits, temperature):
+    return torch.softmax(logits / temperature, dim=-1)
+
+
+def _softmax_cases():
+    return [
+        Case("a batch of 3 × 5 logits, T = 2", lambda: (_random_logits(1, 3, 5), 2.0)),
+        Case("4 × 10 logits at T = 1, the ordinary softmax", lambda: (_random_logits(2, 4, 10, scale=5.0), 1.0)),
+        Case("2 × 4 logits at T = 0.5, sharper than the softmax", lambda: (_random_logits(3, 2, 4), 0.5)),
+        Case("2 × 10 logits at T = 1000, nearly uniform", lambda: (_random_logits(4, 2, 10, scale=5.0), 1000.0)),
+        Case("large logits [[1e4, 0, -1e4], [50, 100, 150]] at T = 1",
+             lambda: (torch.tensor([[1e4, 0.0, -1e4], [50.0, 100.0, 150.0]]), 1.0)),
+        Case("a single vector of 6 logits (shape [6]) at T = 3", lambda: (_random_logits(5, 6), 3.0)),
+        Case("the gradient with respect to 4 × 6 logits at T = 4", lambda: (_random_logits(6, 4, 6), 4.0),
+             gradient=True),
+    ]
+
+
+def _naive_softmax(z, temperature):
+    exp = (z / temperature).exp()
+    return exp / exp.sum(dim=-1, keepdim=True)
+
+
+def _softmax_minus_global_max(z, temperature):
+    scaled = z / temperature
+    exp = (scaled - scaled.max()).exp()
+    return exp / exp.sum(dim=-1, keepdim=True)
+
+
+_SOFTMAX_MISTAKES = [
+    Mistake("this is the softmax of the raw logits: divide the logits by the temperature first (z / T).",
+            lambda z, t: torch.softmax(z, dim=-1)),
+    Mistake("you multiplied the logits by T; divide them instead: softmax(z / T).",
+            lambda z, t: torch.softmax(z * t, dim=-1)),
+    Mistake("divide the logits by T before the softmax, not the probabilities after it.",
+            lambda z, t: torch.softmax(z, dim=-1) / t),
+    Mistake("each row must sum to 1: take the softmax over the last dimension (dim=-1, the classes), "
+            "not over the batch (dim=0).",
+            lambda z, t: torch.softmax(z / t, dim=0)),
+    Mistake("overflow: exp(1e4) is inf in float32 and inf / inf is nan. Subtract each row's maximum before "
+            "exponentiating; the result does not change.",
+            _naive_softmax),
+    Mistake("subtract each row's own maximum (`.max(dim=-1, keepdim=True).values`), not the maximum of the whole "
+            "tensor: a row far below it underflows to 0 / 0 = nan.",
+            _softmax_minus_global_max),
+    Mistake("your whole tensor sums to 1, but each row should: sum over dim=-1 with keepdim=True.",
+            lambda z, t: (z / t).exp() / (z / t).exp().sum()),
+    Mistake("you returned log-probabilities; return the probabilities themselves.",
+            lambda z, t: torch.log_softmax(z / t, dim=-1)),
+]
+
+
+def check_softmax_with_temperature(fn) -> bool:
+    r"""Check ``fn(logits, temperature)`` = :math:`\mathrm{softmax}(z / T)` over the last dimension.
+
+    Seven checks: batches at T = 2, 1, 0.5 and 1000, logits of ±1e4 (overflow), a single vector and the
+    gradient. Prints one line and returns ``True`` when all pass; otherwise prints the failing check with a
+    hint and returns ``False``.
+    """
+    return run_checks(
+        fn, name="softmax_with_temperature", signature="softmax_with_temperature(logits, temperature)",
+        reference=_softmax_reference, cases=_softmax_cases(), mistakes=_SOFTMAX_MISTAKES,
+        error_hints=[_MAX_PAIR_HINT, _KEEPDIM_HINT, _LAST_DIM_HINT, _IN_PLACE_HINT],
+        nonfinite_hint="nan or inf: an exponential overflowed or a sum was 0. Subtract each row's maximum "
+                       "before exponentiating.",
+        covers="temperatures from 0.5 to 1000, huge logits, a single vector, gradients")
+
+
+# ----------------------------------------------------------------------------- KD loss
+def _log_probs(z, temperature):
+    return torch.log_softmax(z / temperature, dim=-1)
+
+
+def _kl_per_sample(log_p, log_q):
+    r""":math:`\mathrm{KL}(p \| q)` over the last axis, both given as log-probabilities."""
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+
+
+def _kd_case(description, student, teacher, temperature, gradient=False):
+    def make_args():
+        return student(), teacher(), temperature
+
+    batch, classes = student().shape
+    params = {"T": temperature, "T2": temperature**2, "B": batch, "C": classes}
+    return Case(description, make_args, params, gradient)
+
+
+def _kd_cases():
+    identical = _random_logits(24, 2, 5)
+    confident_teacher = torch.tensor([[400.0, 0.0, -400.0, 10.0], [0.0, 400.0, 5.0, -3.0]])
+    return [
+        _kd_case("3 samples × 10 classes, T = 4",
+                 lambda: _random_logits(20, 3, 10, scale=2.0), lambda: _random_logits(21, 3, 10, scale=4.0), 4.0),
+        _kd_case("2 samples × 4 classes, T = 1",
+                 lambda: _random_logits(22, 2, 4), lambda: _random_logits(23, 2, 4), 1.0),
+        _kd_case("5 samples × 10 classes, T = 20 (Hinton et al.'s MNIST temperature)",
+                 lambda: _random_logits(25, 5, 10, scale=5.0), lambda: _random_logits(26, 5, 10, scale=8.0), 20.0),
+        _kd_case("a student identical to its teacher, T = 4: the loss must be 0",
+                 lambda: identical.clone(), lambda: identical.clone(), 4.0),
+        _kd_case("a very confident teacher, logits 400 apart, T = 2",
+                 lambda: _random_logits(27, 2, 4), lambda: confident_teacher.clone(), 2.0),
+        _kd_case("the gradient with respect to 4 × 10 student logits, T = 4",
+                 lambda: _random_logits(28, 4, 10), lambda: _random_logits(29, 4, 10, scale=4.0), 4.0,
+                 gradient=True),
+    ]
+
+
+def _kd_in_probability_space(s, t, temperature):
+    p_teacher, p_student = torch.softmax(t / temperature, -1), torch.softmax(s / temperature, -1)
+    return temperature**2 * (p_teacher * (p_teacher.log() - p_student.log())).sum(dim=-1).mean()
+
+
+def _kd_without_log_target(s, t, temperature):
+    # the teacher's log-probabilities passed as F.kl_div's target without log_target=True
+    return temperature**2 * F.kl_div(_log_probs(s, temperature), _log_probs(t, temperature), reduction="batchmean")
+
+
+_KD_MISTAKES = [
+    Mistake("your value is T² = {T2:g} times too small: did you forget the T² factor?",
+            lambda s, t, T: _kd_loss_reference(s, t, T) / T**2),
+    Mistake("your value is T = {T:g} times too small: the factor is T², not T.",
+            lambda s, t, T: _kd_loss_reference(s, t, T) / T),
+    Mistake("KL arguments reversed? Distillation uses KL(p_teacher ‖ p_student) = Σ p_t (log p_t − log p_s). "
+            "With F.kl_div(input, target), input is the student's log-probabilities and target the teacher's "
+            "probabilities.",
+            lambda s, t, T: T**2 * _kl_per_sample(_log_probs(s, T), _log_probs(t, T)).mean()),
+    Mistake("sum over the batch instead of the mean? Your value is B = {B} times too large: average the "
+            "per-sample KL over the batch (F.kl_div's reduction='batchmean').",
+            lambda s, t, T: _kd_loss_reference(s, t, T, reduction="sum")),
+    Mistake("averaged over the classes too? Your value is C = {C} times too small: sum the KL over the classes "
+            "and average over the batch only (F.kl_div's reduction='mean' divides by B·C; use 'batchmean').",
+            lambda s, t, T: _kd_loss_reference(s, t, T) / s.shape[-1]),
+    Mistake("you returned one value per sample (shape [{B}]); the loss is their mean over the batch, a scalar.",
+            lambda s, t, T: _kd_loss_reference(s, t, T, reduction="none")),
+    Mistake("you computed the cross-entropy −Σ p_t log p_s: it exceeds the KL by the teacher's entropy. "
+            "It has the same gradient, but the KL (zero when student = teacher) is Σ p_t (log p_t − log p_s).",
+            lambda s, t, T: T**2 * (-(_log_probs(t, T).exp() * _log_probs(s, T)).sum(dim=-1)).mean()),
+    Mistake("did you divide both logits by T before the softmax? Your value is the KL of the untempered "
+            "distributions (times T²).",
+            lambda s, t, T: _kd_loss_reference(s, t, 1.0) * T**2),
+    Mistake("divide the teacher's logits by T as well: both distributions use the same temperature.",
+            lambda s, t, T: T**2 * _kl_per_sample(_log_probs(t, 1.0), _log_probs(s, T)).mean()),
+    Mistake("divide the student's logits by T as well: both distributions use the same temperature.",
+            lambda s, t, T: T**2 * _kl_per_sample(_log_probs(t, T), _log_probs(s, 1.0)).mean()),
+    Mistake("F.kl_div expects log-probabilities as its first argument: pass log_softmax(student_logits / T), "
+            "not softmax.",
+            lambda s, t, T: T**2 * F.kl_div(torch.softmax(s / T, -1), torch.softmax(t / T, -1),
+                                            reduction="batchmean")),
+    # before the log_target mistake: both give a nan scalar on the confident-teacher case, but only
+    # the log-target mistake gives nan on the first case already, where this model is still finite
+    Mistake("nan: the log of a probability that underflowed to 0 (log(softmax(z / T)) on very confident logits). "
+            "Work in log space: log_softmax(z / T).",
+            _kd_in_probability_space),
+    Mistake("you passed the teacher's log-probabilities as F.kl_div's target: pass probabilities (softmax), "
+            "or set log_target=True.",
+            _kd_without_log_target),
+]
+
+
+def check_kd_loss(fn) -> bool:
+    r"""Check ``fn(student_logits, teacher_logits, temperature)`` against :func:`kdtools.losses.kd_loss`.
+
+    That is :math:`T^2\,\mathrm{KL}(\mathrm{softmax}(z_t/T)\,\|\,\mathrm{softmax}(z_s/T))`, summed over the
+    classes and averaged over the batch. Six checks: T = 4, 1 and 20, identical logits (loss 0), a very
+    confident teacher (numerical stability) and the gradient with respect to the student's logits.
+    """
+    return run_checks(
+        fn, name="kd_loss", signature="kd_loss(student_logits, teacher_logits, temperature)",
+        reference=_kd_loss_reference, cases=_kd_cases(), mistakes=_KD_MISTAKES,
+        error_hints=[_MAX_PAIR_HINT, _KEEPDIM_HINT, _LAST_DIM_HINT, _IN_PLACE_HINT],
+        nonfinite_hint="nan or inf: probably the log of a probability that underflowed to 0. Work in log space: "
+                       "log_softmax(z / T) instead of log(softmax(z / T)).",
+        covers="T = 1, 4 and 20, a zero loss, a very confident teacher, gradients",
+        atol=1e-5)

@@ -1,0 +1,343 @@
+"""The exercise checkers: each accepts the reference (and other correct code), rejects the typical wrong
+answers with the hint aimed at that mistake, and never raises because of the student's code."""
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdtools import exercises
+from kdtools.losses import kd_loss as reference_kd_loss
+
+# F.kl_div(reduction="mean") warns; that mistake is one of the wrong answers tested here
+pytestmark = pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
+
+
+# ----------------------------------------------------------------------------- softmax_with_temperature
+def softmax_reference(logits, temperature):
+    return torch.softmax(logits / temperature, dim=-1)
+
+
+def softmax_by_hand(logits, temperature):
+    scaled = logits / temperature
+    scaled = scaled - scaled.max(dim=-1, keepdim=True).values
+    exp = scaled.exp()
+    return exp / exp.sum(dim=-1, keepdim=True)
+
+
+def softmax_via_logsumexp(logits, temperature):
+    scaled = logits / temperature
+    return (scaled - torch.logsumexp(scaled, dim=-1, keepdim=True)).exp()
+
+
+def softmax_without_temperature(logits, temperature):
+    return torch.softmax(logits, dim=-1)
+
+
+def softmax_times_temperature(logits, temperature):
+    return torch.softmax(logits * temperature, dim=-1)
+
+
+def softmax_over_batch(logits, temperature):
+    return torch.softmax(logits / temperature, dim=0)
+
+
+def softmax_without_max_subtraction(logits, temperature):
+    exp = torch.exp(logits / temperature)
+    return exp / exp.sum(dim=-1, keepdim=True)
+
+
+def softmax_minus_global_max(logits, temperature):
+    scaled = logits / temperature
+    exp = torch.exp(scaled - scaled.max())
+    return exp / exp.sum(dim=-1, keepdim=True)
+
+
+def softmax_max_without_keepdim(logits, temperature):
+    scaled = logits / temperature
+    exp = torch.exp(scaled - scaled.max(dim=-1).values)
+    return exp / exp.sum(dim=-1, keepdim=True)
+
+
+def softmax_max_pair(logits, temperature):
+    scaled = logits / temperature
+    exp = torch.exp(scaled - scaled.max(dim=-1, keepdim=True))
+    return exp / exp.sum(dim=-1, keepdim=True)
+
+
+def softmax_normalised_over_everything(logits, temperature):
+    exp = torch.exp(logits / temperature)
+    return exp / exp.sum()
+
+
+def softmax_log_probabilities(logits, temperature):
+    return torch.log_softmax(logits / temperature, dim=-1)
+
+
+def softmax_dim_1(logits, temperature):
+    return torch.softmax(logits / temperature, dim=1)
+
+
+def softmax_in_place(logits, temperature):
+    logits /= temperature
+    logits -= logits.max(dim=-1, keepdim=True).values
+    return logits.exp() / logits.exp().sum(dim=-1, keepdim=True)
+
+
+def softmax_in_numpy(logits, temperature):
+    scaled = logits.detach().numpy() / temperature
+    exp = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+    return torch.from_numpy(exp / exp.sum(axis=-1, keepdims=True))
+
+
+def softmax_without_return(logits, temperature):
+    torch.softmax(logits / temperature, dim=-1)
+
+
+# ----------------------------------------------------------------------------- kd_loss
+def kd_with_kl_div(student_logits, teacher_logits, temperature):
+    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
+    p_teacher = F.softmax(teacher_logits / temperature, dim=-1)
+    return temperature**2 * F.kl_div(log_p_student, p_teacher, reduction="batchmean")
+
+
+def kd_with_log_target(student_logits, teacher_logits, temperature):
+    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+    return temperature**2 * F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+
+
+def kd_by_hand(student_logits, teacher_logits, temperature):
+    log_p_teacher = torch.log_softmax(teacher_logits / temperature, dim=-1)
+    log_p_student = torch.log_softmax(student_logits / temperature, dim=-1)
+    return temperature**2 * (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1).mean()
+
+
+def kd_without_t2(student_logits, teacher_logits, temperature):
+    return F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
+                    F.softmax(teacher_logits / temperature, dim=-1), reduction="batchmean")
+
+
+def kd_times_t(student_logits, teacher_logits, temperature):
+    return temperature * kd_without_t2(student_logits, teacher_logits, temperature)
+
+
+def kd_reversed(student_logits, teacher_logits, temperature):
+    return temperature**2 * F.kl_div(F.log_softmax(teacher_logits / temperature, dim=-1),
+                                     F.softmax(student_logits / temperature, dim=-1), reduction="batchmean")
+
+
+def kd_summed_over_batch(student_logits, teacher_logits, temperature):
+    return temperature**2 * F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
+                                     F.softmax(teacher_logits / temperature, dim=-1), reduction="sum")
+
+
+def kd_mean_over_classes(student_logits, teacher_logits, temperature):
+    return temperature**2 * F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
+                                     F.softmax(teacher_logits / temperature, dim=-1), reduction="mean")
+
+
+def kd_per_sample(student_logits, teacher_logits, temperature):
+    log_p_teacher = torch.log_softmax(teacher_logits / temperature, dim=-1)
+    log_p_student = torch.log_softmax(student_logits / temperature, dim=-1)
+    return temperature**2 * (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
+
+
+def kd_soft_cross_entropy(student_logits, teacher_logits, temperature):
+    p_teacher = torch.softmax(teacher_logits / temperature, dim=-1)
+    return temperature**2 * -(p_teacher * torch.log_softmax(student_logits / temperature, dim=-1)).sum(-1).mean()
+
+
+def kd_untempered_softmax(student_logits, teacher_logits, temperature):
+    return temperature**2 * F.kl_div(F.log_softmax(student_logits, dim=-1), F.softmax(teacher_logits, dim=-1),
+                                     reduction="batchmean")
+
+
+def kd_teacher_not_tempered(student_logits, teacher_logits, temperature):
+    return temperature**2 * F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
+                                     F.softmax(teacher_logits, dim=-1), reduction="batchmean")
+
+
+def kd_probabilities_into_kl_div(student_logits, teacher_logits, temperature):
+    return temperature**2 * F.kl_div(F.softmax(student_logits / temperature, dim=-1),
+                                     F.softmax(teacher_logits / temperature, dim=-1), reduction="batchmean")
+
+
+def kd_log_target_without_flag(student_logits, teacher_logits, temperature):
+    return temperature**2 * F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
+                                     F.log_softmax(teacher_logits / temperature, dim=-1), reduction="batchmean")
+
+
+def kd_log_of_softmax(student_logits, teacher_logits, temperature):
+    p_teacher = torch.softmax(teacher_logits / temperature, dim=-1)
+    p_student = torch.softmax(student_logits / temperature, dim=-1)
+    return temperature**2 * (p_teacher * (torch.log(p_teacher) - torch.log(p_student))).sum(dim=-1).mean()
+
+
+def kd_as_float(student_logits, teacher_logits, temperature):
+    return kd_by_hand(student_logits, teacher_logits, temperature).item()
+
+
+def kd_without_gradient(student_logits, teacher_logits, temperature):
+    with torch.no_grad():
+        return kd_by_hand(student_logits, teacher_logits, temperature)
+
+
+def kd_wrong_signature(student_logits, teacher_logits):
+    return kd_by_hand(student_logits, teacher_logits, 4.0)
+
+
+def not_implemented(*args):
+    raise NotImplementedError("kd_loss: replace this line with your implementation")
+
+
+# ----------------------------------------------------------------------------- what every checker must do
+CHECKER_CASES = {
+    "check_softmax_with_temperature": {
+        "correct": [softmax_reference, softmax_by_hand, softmax_via_logsumexp],
+        "wrong": [
+            (softmax_without_temperature, "divide the logits by the temperature first"),
+            (softmax_times_temperature, "you multiplied the logits by T"),
+            (softmax_over_batch, "not over the batch (dim=0)"),
+            (softmax_without_max_subtraction, "Subtract each row's maximum before exponentiating"),
+            (softmax_minus_global_max, "not the maximum of the whole tensor"),
+            (softmax_max_without_keepdim, "pass `keepdim=True`"),
+            (softmax_max_pair, "returns a pair (values, indices)"),
+            (softmax_normalised_over_everything, "your whole tensor sums to 1"),
+            (softmax_log_probabilities, "you returned log-probabilities"),
+            (softmax_dim_1, "use `dim=-1`"),
+            (softmax_in_place, "changed its input in place"),
+            (softmax_in_numpy, "cut off from the autograd graph"),
+            (softmax_without_return, "did you forget the `return` statement?"),
+            (not_implemented, "not implemented yet"),
+        ],
+    },
+    "check_kd_loss": {
+        "correct": [reference_kd_loss, kd_with_kl_div, kd_with_log_target, kd_by_hand],
+        "wrong": [
+            (kd_without_t2, "your value is T² = 16 times too small: did you forget the T² factor?"),
+            (kd_times_t, "the factor is T², not T"),
+            (kd_reversed, "KL arguments reversed?"),
+            (kd_summed_over_batch, "sum over the batch instead of the mean?"),
+            (kd_mean_over_classes, "averaged over the classes too?"),
+            (kd_per_sample, "you returned one value per sample (shape [3])"),
+            (kd_soft_cross_entropy, "you computed the cross-entropy"),
+            (kd_untempered_softmax, "did you divide both logits by T before the softmax?"),
+            (kd_teacher_not_tempered, "divide the teacher's logits by T as well"),
+            (kd_probabilities_into_kl_div, "F.kl_div expects log-probabilities as its first argument"),
+            (kd_log_target_without_flag, "or set log_target=True"),
+            (kd_log_of_softmax, "Work in log space: log_softmax(z / T)"),
+            (kd_as_float, "return the tensor itself (no `.item()`"),
+            (kd_without_gradient, "cut off from the autograd graph"),
+            (kd_wrong_signature, "keep the signature of the stub: kd_loss(student_logits, teacher_logits, temperature)"),
+            (not_implemented, "not implemented yet"),
+        ],
+    },
+}
+
+CORRECT = [(name, fn) for name, spec in CHECKER_CASES.items() for fn in spec["correct"]]
+WRONG = [(name, fn, hint) for name, spec in CHECKER_CASES.items() for fn, hint in spec["wrong"]]
+
+
+def test_every_checker_is_tested_against_wrong_answers():
+    assert set(CHECKER_CASES) == set(exercises.CHECKERS), "add the new checker's cases to CHECKER_CASES"
+    for name, spec in CHECKER_CASES.items():
+        assert spec["correct"], f"{name}: test it with the reference solution"
+        assert len(spec["wrong"]) >= 2, f"{name}: test at least two plausible wrong implementations"
+
+
+@pytest.mark.parametrize("checker, fn", CORRECT, ids=[f"{n}-{f.__name__}" for n, f in CORRECT])
+def test_checker_accepts_a_correct_solution_in_one_line(checker, fn, capsys):
+    assert exercises.CHECKERS[checker](fn) is True
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and printed[0].startswith("✓"), printed
+
+
+@pytest.mark.parametrize("checker, fn, hint", WRONG, ids=[f"{n}-{f.__name__}" for n, f, _ in WRONG])
+def test_checker_rejects_a_wrong_solution_with_its_hint(checker, fn, hint, capsys):
+    assert exercises.CHECKERS[checker](fn) is False
+    printed = capsys.readouterr().out
+    assert printed.startswith("✗"), printed
+    assert hint in printed, printed
+    # the hint names one mistake: no other mistake's hint is printed alongside it
+    assert printed.count("Hint:") <= 1, printed
+
+
+def test_failure_shows_the_case_and_both_values(capsys):
+    exercises.check_kd_loss(kd_without_t2)
+    printed = capsys.readouterr().out
+    assert "check 1/6 (3 samples × 10 classes, T = 4)" in printed
+    assert "expected: " in printed and "received: " in printed and "received / expected = 0.0625" in printed
+
+
+def test_large_tensors_show_where_they_differ(capsys):
+    exercises.check_softmax_with_temperature(softmax_without_temperature)
+    assert "first difference at index [0, 0]" in capsys.readouterr().out
+
+
+def test_stub_says_not_implemented_without_traceback(capsys):
+    assert exercises.check_softmax_with_temperature(not_implemented) is False
+    printed = capsys.readouterr().out
+    assert "not implemented yet" in printed and "Traceback" not in printed and "check 1/" not in printed
+
+
+def _raises_value_error(*args):
+    raise ValueError("something went wrong")
+
+
+def _exits(*args):
+    sys.exit(3)
+
+
+def _recurses(*args):
+    return _recurses(*args)
+
+
+@pytest.mark.parametrize("fn", [
+    _raises_value_error, _exits, _recurses, lambda *a: "a string", lambda *a: [0.1, 0.9],
+    lambda *a: torch.zeros(2, 2, 2), lambda *a: torch.tensor(1), lambda *a: torch.tensor(float("nan")),
+    lambda *a: torch.ones(3, 5, dtype=torch.int64), lambda *a: object(), 42, None, "kd_loss",
+])
+@pytest.mark.parametrize("checker", sorted(exercises.CHECKERS))
+def test_checkers_never_raise_because_of_the_student(checker, fn, capsys):
+    assert exercises.CHECKERS[checker](fn) is False
+    assert capsys.readouterr().out.startswith("✗")
+
+
+def test_error_feedback_points_at_the_students_line(capsys):
+    exercises.check_softmax_with_temperature(softmax_max_without_keepdim)
+    printed = capsys.readouterr().out
+    assert "raised RuntimeError" in printed and "in softmax_max_without_keepdim, line" in printed
+
+
+def test_passing_the_result_instead_of_the_function(capsys):
+    assert exercises.check_kd_loss(torch.tensor(1.0)) is False
+    assert "pass the function itself, without calling it: check_kd_loss(kd_loss)" in capsys.readouterr().out
+
+
+def test_checkers_leave_the_global_random_state_alone():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    exercises.check_softmax_with_temperature(softmax_reference)
+    exercises.check_kd_loss(reference_kd_loss)
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_gradients_are_checked_even_under_no_grad():
+    with torch.no_grad():
+        assert exercises.check_kd_loss(reference_kd_loss) is True
+        assert exercises.check_kd_loss(kd_without_gradient) is False
+
+
+def test_checker_output_is_deterministic(capsys):
+    for _ in range(2):
+        exercises.check_kd_loss(kd_reversed)
+    first, second = capsys.readouterr().out.split("✗")[1:]
+    assert first == second
+
+
+def test_hints_are_filled_in_from_the_case():
+    hint = exercises.Mistake("T² = {T2:g}, B = {B}", lambda *a: None).hint
+    case = exercises.Case("x", lambda: (), params={"T2": 16.0, "B": 3})
+    assert hint.format(**case.params) == "T² = 16, B = 3"
