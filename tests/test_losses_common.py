@@ -131,3 +131,41 @@ def test_every_public_loss_documents_equation_paper_and_code_differences():
         doc = fn.__doc__
         assert ".. math::" in doc, fn.__name__
         assert any(str(year) in doc for year in range(2014, 2024)), fn.__name__
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("which", ["student", "teacher"])
+@pytest.mark.parametrize("position", [0, -1])
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_non_finite_input_anywhere_raises_value_error(name, which, position, bad):
+    """Finiteness is tested after the computation (a NaN/inf in any input reaches the result);
+    whichever input and position holds it, the error must still be a ValueError naming it."""
+    fn, s, t = loss_cases()[name]
+    if name == "crd_nce" and which == "teacher":
+        pytest.skip("crd_nce_loss has no teacher input")
+    target = s if which == "student" else t
+    target.view(-1)[position] = bad
+    with pytest.raises(ValueError, match=r"contains non-finite values|scores must be positive"):
+        fn(s, t)
+
+
+def test_non_finite_value_in_masked_or_zero_weight_entries_is_still_rejected():
+    s, t = torch.randn(2, 3, 5), torch.randn(2, 3, 5)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    s[0, 2, 1] = float("nan")  # a padded token
+    with pytest.raises(ValueError, match="student_logits contains non-finite"):
+        L.token_kd_loss(s, t, mask)
+    e_s, e_t = torch.randn(2, 4, 5), torch.randn(2, 4, 5)
+    e_t[1, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="teacher_edge_logits contains non-finite"):
+        L.localization_distillation_loss(e_s, e_t, weight=torch.tensor([1.0, 0.0]))
+    f_s, f_t = torch.randn(1, 2, 2, 2), torch.randn(1, 2, 2, 2)
+    f_s[0, 0, 1, 1] = float("-inf")  # a background pixel with background weight 0
+    with pytest.raises(ValueError, match="student_feat contains non-finite"):
+        L.foreground_weighted_feature_loss(f_s, f_t, torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]), 1.0, 0.0)
+
+
+def test_overflow_from_finite_inputs_is_returned_not_rejected():
+    big = torch.full((1, 1, 2, 2), 3e38)
+    value = L.hint_loss(big, -big)  # finite inputs, the squared difference overflows float32
+    assert torch.isinf(value)

@@ -174,3 +174,11 @@ def test_nst_zero_for_identical_maps_and_pools_larger_map():
 def test_nst_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_at_paper_mode_gradient_is_finite_at_a_perfect_match():
+    s = torch.randn(2, 3, 4, 4, requires_grad=True)
+    loss = at_loss(s, 2.0 * s.detach(), mode="paper")  # same attention map: the norm is 0
+    loss.backward()
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    assert torch.isfinite(s.grad).all()

@@ -80,7 +80,7 @@ def test_kd_finite_for_huge_logits():
 # ----------------------------------------------------------------------------- DKD
 def test_dkd_terms_hand_computed():
     s = [1.0, 0.5, -1.0]
-    t = [2.0, -0.5, 0.0]
+    t = [2.0, -0.5, 0.5]
     target = 1
     p_s, p_t = softmax_list(s), softmax_list(t)
     b_s, b_t = [p_s[1], 1 - p_s[1]], [p_t[1], 1 - p_t[1]]

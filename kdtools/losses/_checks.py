@@ -7,7 +7,7 @@ received, so that a student sees ``student_logits must be a [B, C] tensor, got s
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 from typing import Iterable, Mapping, Sequence
 
 import torch
@@ -20,9 +20,10 @@ def shape_of(x: torch.Tensor) -> tuple:
 
 
 def check_tensor(
-    x, name: str, layout: str, ndim: int | None = None, allow_empty: bool = False
+    x, name: str, layout: str, ndim: int | None = None, allow_empty: bool = False, finite: bool = True
 ) -> torch.Tensor:
-    """A finite floating-point tensor of rank ``ndim`` (``layout`` documents the axes)."""
+    """A floating-point tensor of rank ``ndim`` (``layout`` documents the axes), finite unless
+    ``finite=False`` — then the caller defers that test to :func:`finite_or_raise`."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a {layout} torch.Tensor, got {type(x).__name__}")
     if ndim is not None and x.dim() != ndim:
@@ -35,9 +36,43 @@ def check_tensor(
         if allow_empty:
             return x
         raise ValueError(f"{name} must not be empty, got shape {shape_of(x)}")
-    if not bool(torch.isfinite(x.detach()).all()):
-        raise ValueError(f"{name} contains non-finite values (nan or inf); shape {shape_of(x)}")
+    if finite and not all_finite(x):
+        raise_non_finite(x, name)
     return x
+
+
+def raise_non_finite(x: torch.Tensor, name: str):
+    raise ValueError(f"{name} contains non-finite values (nan or inf); shape {shape_of(x)}")
+
+
+def finite_or_raise(result, **inputs: torch.Tensor):
+    """Return ``result`` (a tensor or a tuple of tensors); if it is not finite, name the input that is not.
+
+    A NaN or an infinity in any input of the losses propagates to their result, so scanning the
+    (possibly large) inputs only when the result is not finite gives the same ``ValueError`` as
+    checking them first, without an extra pass over every feature map on the normal path.
+    A non-finite result from finite inputs (an overflow) is returned as it is.
+    """
+    outputs = result if isinstance(result, tuple) else (result,)
+    if all(bool(torch.isfinite(out.detach()).all()) for out in outputs):
+        return result
+    for name, x in inputs.items():
+        if not all_finite(x):
+            raise_non_finite(x, name)
+    return result
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """True when every entry is finite.
+
+    Fast path: one reduction (a NaN or an infinity makes the sum non-finite). Only when the sum
+    is not finite — a bad entry, or a sum of huge finite values that overflowed — is the
+    elementwise ``isfinite`` test run to tell the two apart.
+    """
+    x = x.detach()
+    if bool(torch.isfinite(x.sum())):
+        return True
+    return bool(torch.isfinite(x).all())
 
 
 def check_same_batch(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
@@ -67,9 +102,9 @@ def check_positive(value, name: str, allow_zero: bool = False) -> float:
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    return int(value)
 
 
 def check_choice(value, name: str, options: Mapping | Iterable) -> None:
@@ -104,10 +139,11 @@ def check_targets(target, batch: int, num_classes: int, name: str = "target") ->
     return target
 
 
-def check_logit_pair(student, teacher, layout: str = "[B, C]", ndim: int = 2, names=("student_logits", "teacher_logits")):
+def check_logit_pair(student, teacher, layout: str = "[B, C]", ndim: int = 2,
+                     names=("student_logits", "teacher_logits"), finite: bool = True):
     """Student and teacher logits of the same shape; class counts must agree."""
-    check_tensor(student, names[0], layout, ndim)
-    check_tensor(teacher, names[1], layout, ndim)
+    check_tensor(student, names[0], layout, ndim, finite=finite)
+    check_tensor(teacher, names[1], layout, ndim, finite=finite)
     check_same_batch(student, teacher, *names)
     if student.shape != teacher.shape:
         raise ValueError(
@@ -125,7 +161,7 @@ def check_mask_values(mask: torch.Tensor, name: str) -> None:
     """A bool mask, or a numeric one whose entries lie in [0, 1]."""
     if mask.dtype == torch.bool:
         return
-    if mask.is_floating_point() and not bool(torch.isfinite(mask).all()):
+    if mask.is_floating_point() and not all_finite(mask):
         raise ValueError(f"{name} contains non-finite values; shape {shape_of(mask)}")
     if mask.numel() and (float(mask.min()) < 0 or float(mask.max()) > 1):
         raise ValueError(

@@ -43,8 +43,9 @@ def crd_nce_loss(scores, n_data):
     _checks.check_tensor(scores, "scores", "[B, K+1]", 2)
     if scores.shape[1] < 2:
         raise ValueError(f"scores must have the positive plus at least one negative column, got shape {tuple(scores.shape)}")
-    if bool((scores.detach() <= 0).any()):
-        raise ValueError(f"scores must be positive (exp(v.m/T)/Z), got min {float(scores.detach().min())}")
+    smallest = float(scores.detach().min())
+    if smallest <= 0:
+        raise ValueError(f"scores must be positive (exp(v.m/T)/Z), got min {smallest}")
     n_data = _checks.check_positive_int(n_data, "n_data")
     noise = (scores.shape[1] - 1) / n_data  # K * Pn
     log_d1 = torch.log(scores[:, 0] / (scores[:, 0] + noise + _NCE_EPS))

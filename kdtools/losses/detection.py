@@ -38,7 +38,7 @@ def localization_distillation_loss(student_edge_logits, teacher_edge_logits, tem
     """
     names = ("student_edge_logits", "teacher_edge_logits")
     for x, name in zip((student_edge_logits, teacher_edge_logits), names):
-        _checks.check_tensor(x, name, "[N, 4, n_bins]", 3, allow_empty=True)
+        _checks.check_tensor(x, name, "[N, 4, n_bins]", 3, allow_empty=True, finite=False)
         if x.shape[1] != 4 or x.shape[2] < 2:
             raise ValueError(f"{name} must be [N, 4, n_bins] with n_bins >= 2, got shape {tuple(x.shape)}")
     _checks.check_same_shape(*(student_edge_logits, teacher_edge_logits), *names)
@@ -54,9 +54,11 @@ def localization_distillation_loss(student_edge_logits, teacher_edge_logits, tem
         return student_edge_logits.sum() * 0
     per_box = _tempered_kl(student_edge_logits, teacher_edge_logits, temperature).mean(1) / n_bins
     if weight is None:
-        return per_box.mean()
-    weight = weight.detach().to(per_box.dtype)
-    return (per_box * weight).sum() / weight.sum().clamp_min(1e-12)
+        loss = per_box.mean()
+    else:
+        weight = weight.detach().to(per_box.dtype)
+        loss = (per_box * weight).sum() / weight.sum().clamp_min(1e-12)
+    return _checks.finite_or_raise(loss, student_edge_logits=student_edge_logits, teacher_edge_logits=teacher_edge_logits)
 
 
 def foreground_weighted_feature_loss(student_feat, teacher_feat, fg_mask, fg_weight, bg_weight):
@@ -86,8 +88,8 @@ def foreground_weighted_feature_loss(student_feat, teacher_feat, fg_mask, fg_wei
         fg_mask: ``[B, H, W]`` or ``[B, 1, H, W]``, bool or numeric in [0, 1].
         fg_weight, bg_weight: α, β >= 0.
     """
-    _checks.check_tensor(student_feat, "student_feat", "[B, C, H, W]", 4)
-    _checks.check_tensor(teacher_feat, "teacher_feat", "[B, C, H, W]", 4)
+    _checks.check_tensor(student_feat, "student_feat", "[B, C, H, W]", 4, finite=False)
+    _checks.check_tensor(teacher_feat, "teacher_feat", "[B, C, H, W]", 4, finite=False)
     _checks.check_same_shape(student_feat, teacher_feat, "student_feat", "teacher_feat")
     fg_weight = _checks.check_positive(fg_weight, "fg_weight", allow_zero=True)
     bg_weight = _checks.check_positive(bg_weight, "bg_weight", allow_zero=True)
@@ -103,4 +105,4 @@ def foreground_weighted_feature_loss(student_feat, teacher_feat, fg_mask, fg_wei
     sq_err = (student_feat - teacher_feat.detach()).pow(2)
     fg = (sq_err * mask).sum() / batch
     bg = (sq_err * (1 - mask)).sum() / batch
-    return fg_weight * fg + bg_weight * bg
+    return _checks.finite_or_raise(fg_weight * fg + bg_weight * bg, student_feat=student_feat, teacher_feat=teacher_feat)

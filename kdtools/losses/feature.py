@@ -39,8 +39,8 @@ def hint_loss(student_feat, teacher_feat):
         student_feat: the regressed student features, any rank >= 2, same shape as the teacher's.
         teacher_feat: the teacher's hint features (detached).
     """
-    _checks.check_tensor(student_feat, "student_feat", "[B, C, H, W]")
-    _checks.check_tensor(teacher_feat, "teacher_feat", "[B, C, H, W]")
+    _checks.check_tensor(student_feat, "student_feat", "[B, C, H, W]", finite=False)
+    _checks.check_tensor(teacher_feat, "teacher_feat", "[B, C, H, W]", finite=False)
     if student_feat.dim() < 2:
         raise ValueError(f"student_feat must have a batch axis and features, got shape {tuple(student_feat.shape)}")
     _checks.check_same_batch(student_feat, teacher_feat, "student_feat", "teacher_feat")
@@ -49,7 +49,8 @@ def hint_loss(student_feat, teacher_feat):
             f"shapes differ: student_feat has shape {tuple(student_feat.shape)}, teacher_feat has shape "
             f"{tuple(teacher_feat.shape)} (map the student with a ConvRegressor first)"
         )
-    return (student_feat - teacher_feat.detach()).pow(2).mean()
+    loss = (student_feat - teacher_feat.detach()).pow(2).mean()
+    return _checks.finite_or_raise(loss, student_feat=student_feat, teacher_feat=teacher_feat)
 
 
 class ConvRegressor(nn.Module):
@@ -107,9 +108,13 @@ def attention_map(feat, p=2):
     uses the mean). ``p = 2`` as in the paper's experiments. The authors' code writes
     ``f.pow(p)`` rather than ``|f|^p``: identical for even ``p``, which is all they use.
     """
-    _checks.check_tensor(feat, "feat", "[B, C, H, W]", 4)
-    p = _checks.check_positive(p, "p")
-    return F.normalize(feat.abs().pow(p).mean(1).flatten(1), p=2, dim=1)
+    _checks.check_tensor(feat, "feat", "[B, C, H, W]", 4, finite=False)
+    return _checks.finite_or_raise(_attention_map(feat, _checks.check_positive(p, "p")), feat=feat)
+
+
+def _attention_map(feat: torch.Tensor, p: float) -> torch.Tensor:
+    powered = feat.pow(int(p)) if p % 2 == 0 else feat.abs().pow(p)  # even p: |x|^p = x^p, no abs
+    return F.normalize(powered.mean(1).flatten(1), p=2, dim=1)
 
 
 def _at_mean_squared(diff: torch.Tensor) -> torch.Tensor:
@@ -148,13 +153,14 @@ def at_loss(student_feat, teacher_feat, p=2, mode="code"):
         p: exponent of the attention map (2).
         mode: ``"code"`` or ``"paper"``.
     """
-    _checks.check_tensor(student_feat, "student_feat", "[B, C, H, W]", 4)
-    _checks.check_tensor(teacher_feat, "teacher_feat", "[B, C, H, W]", 4)
+    _checks.check_tensor(student_feat, "student_feat", "[B, C, H, W]", 4, finite=False)
+    _checks.check_tensor(teacher_feat, "teacher_feat", "[B, C, H, W]", 4, finite=False)
     _checks.check_same_batch(student_feat, teacher_feat, "student_feat", "teacher_feat")
     _checks.check_choice(mode, "mode", _AT_MODES)
-    student_feat, teacher_feat = pool_to_common_size(student_feat, teacher_feat.detach())
-    diff = attention_map(student_feat, p) - attention_map(teacher_feat, p)
-    return _AT_MODES[mode](diff)
+    p = _checks.check_positive(p, "p")
+    pooled_s, pooled_t = pool_to_common_size(student_feat, teacher_feat.detach())
+    loss = _AT_MODES[mode](_attention_map(pooled_s, p) - _attention_map(pooled_t, p))
+    return _checks.finite_or_raise(loss, student_feat=student_feat, teacher_feat=teacher_feat)
 
 
 # --------------------------------------------------------------------------- NST
@@ -211,13 +217,14 @@ def nst_loss(student_feat, teacher_feat, kernel="poly"):
     same sample (a constant for the student). Spatial sizes are aligned by average-pooling the
     larger map; channel counts may differ.
     """
-    _checks.check_tensor(student_feat, "student_feat", "[B, C, H, W]", 4)
-    _checks.check_tensor(teacher_feat, "teacher_feat", "[B, C, H, W]", 4)
+    _checks.check_tensor(student_feat, "student_feat", "[B, C, H, W]", 4, finite=False)
+    _checks.check_tensor(teacher_feat, "teacher_feat", "[B, C, H, W]", 4, finite=False)
     _checks.check_same_batch(student_feat, teacher_feat, "student_feat", "teacher_feat")
     _checks.check_choice(kernel, "kernel", NST_KERNELS)
-    student_feat, teacher_feat = pool_to_common_size(student_feat, teacher_feat.detach())
-    s = F.normalize(student_feat.flatten(2), dim=2)
-    t = F.normalize(teacher_feat.flatten(2), dim=2)
+    pooled_s, pooled_t = pool_to_common_size(student_feat, teacher_feat.detach())
+    s = F.normalize(pooled_s.flatten(2), dim=2)
+    t = F.normalize(pooled_t.flatten(2), dim=2)
     k = NST_KERNELS[kernel]
     sigma2 = _mean_squared_pair_distance(t)  # only the Gaussian kernel uses it
-    return k(t, t, sigma2).mean() + k(s, s, sigma2).mean() - 2 * k(s, t, sigma2).mean()
+    loss = k(t, t, sigma2).mean() + k(s, s, sigma2).mean() - 2 * k(s, t, sigma2).mean()
+    return _checks.finite_or_raise(loss, student_feat=student_feat, teacher_feat=teacher_feat)

@@ -32,13 +32,14 @@ def fsp_matrix(feat_a, feat_b):
     product; RepDistiller builds the ``[B, n, m, hw]`` product and stores the transpose
     (second layer's channels first), which does not change :func:`fsp_loss`.
     """
-    _checks.check_tensor(feat_a, "feat_a", "[B, C, H, W]", 4)
-    _checks.check_tensor(feat_b, "feat_b", "[B, C, H, W]", 4)
+    _checks.check_tensor(feat_a, "feat_a", "[B, C, H, W]", 4, finite=False)
+    _checks.check_tensor(feat_b, "feat_b", "[B, C, H, W]", 4, finite=False)
     _checks.check_same_batch(feat_a, feat_b, "feat_a", "feat_b")
-    feat_a, feat_b = pool_to_common_size(feat_a, feat_b)
-    a = feat_a.flatten(2)
-    b = feat_b.flatten(2)
-    return torch.bmm(a, b.transpose(1, 2)) / a.shape[-1]
+    pooled_a, pooled_b = pool_to_common_size(feat_a, feat_b)
+    a = pooled_a.flatten(2)
+    b = pooled_b.flatten(2)
+    gram = torch.bmm(a, b.transpose(1, 2)) / a.shape[-1]
+    return _checks.finite_or_raise(gram, feat_a=feat_a, feat_b=feat_b)
 
 
 def _check_pairs(pairs, name: str) -> None:
@@ -99,8 +100,8 @@ RKD_WEIGHTS = {
 
 
 def _check_embeddings(student_emb, teacher_emb) -> None:
-    _checks.check_tensor(student_emb, "student_emb", "[B, D]", 2)
-    _checks.check_tensor(teacher_emb, "teacher_emb", "[B, D]", 2)
+    _checks.check_tensor(student_emb, "student_emb", "[B, D]", 2, finite=False)
+    _checks.check_tensor(teacher_emb, "teacher_emb", "[B, D]", 2, finite=False)
     _checks.check_same_batch(student_emb, teacher_emb, "student_emb", "teacher_emb")
     if student_emb.shape[0] < 2:
         raise ValueError(f"RKD needs at least 2 samples in the batch, got student_emb of shape {tuple(student_emb.shape)}")
@@ -152,7 +153,8 @@ def rkd_distance_loss(student_emb, teacher_emb):
     _check_embeddings(student_emb, teacher_emb)
     with torch.no_grad():
         target = _normalised_pairwise_distances(teacher_emb.detach())
-    return F.smooth_l1_loss(_normalised_pairwise_distances(student_emb), target)
+    loss = F.smooth_l1_loss(_normalised_pairwise_distances(student_emb), target)
+    return _checks.finite_or_raise(loss, student_emb=student_emb, teacher_emb=teacher_emb)
 
 
 def _triplet_cosines(emb: torch.Tensor) -> torch.Tensor:
@@ -195,7 +197,8 @@ def rkd_angle_loss(student_emb, teacher_emb):
     _check_embeddings(student_emb, teacher_emb)
     with torch.no_grad():
         target = _triplet_cosines(teacher_emb.detach())
-    return F.smooth_l1_loss(_triplet_cosines(student_emb), target)
+    loss = F.smooth_l1_loss(_triplet_cosines(student_emb), target)
+    return _checks.finite_or_raise(loss, student_emb=student_emb, teacher_emb=teacher_emb)
 
 
 def rkd_loss(student_emb, teacher_emb, distance_weight=25.0, angle_weight=50.0):

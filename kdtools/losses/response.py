@@ -21,12 +21,12 @@ _REDUCTIONS = {
 
 
 def _kl_from_log_probs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    r""":math:`\sum_c p_c(\log p_c - \log q_c)` over the last axis, both arguments in log space."""
-    return (log_p.exp() * (log_p - log_q)).sum(-1)
+    r""":math:`\sum_c p_c(\log p_c - \log q_c)` over the last axis, both arguments in log space (one fused op)."""
+    return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(-1)
 
 
 def _tempered_kl(student_logits, teacher_logits, temperature):
-    r"""Per-sample :math:`T^2\,\mathrm{KL}(\mathrm{softmax}(z_t/T)\,\|\,\mathrm{softmax}(z_s/T))`."""
+    r"""Per-sample :math:`T^2\,\mathrm{KL}(\mathrm{softmax}(z_t/T)\,\|\,\mathrm{softmax}(z_s/T))` over the last axis."""
     log_p_teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
     log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
     return temperature**2 * _kl_from_log_probs(log_p_teacher, log_p_student)
@@ -56,26 +56,27 @@ def kd_loss(student_logits, teacher_logits, temperature=4.0, reduction="batchmea
         reduction: ``"batchmean"`` (scalar, mean over samples of the per-sample sum over
             classes), ``"sum"`` (scalar) or ``"none"`` (per-sample ``[B]``).
     """
-    _checks.check_logit_pair(student_logits, teacher_logits)
+    _checks.check_logit_pair(student_logits, teacher_logits, finite=False)
     temperature = _checks.check_positive(temperature, "temperature")
     _checks.check_choice(reduction, "reduction", _REDUCTIONS)
-    return _REDUCTIONS[reduction](_tempered_kl(student_logits, teacher_logits, temperature))
+    loss = _REDUCTIONS[reduction](_tempered_kl(student_logits, teacher_logits, temperature))
+    return _checks.finite_or_raise(loss, student_logits=student_logits, teacher_logits=teacher_logits)
 
 
 def _target_split_log_probs(logits: torch.Tensor, target: torch.Tensor, gt_mask: torch.Tensor):
     """Log-space pieces of the DKD decomposition for one set of tempered logits ``[B, C]``.
 
-    Returns ``log_binary`` ``[B, 2]`` = (log p_target, log(1 - p_target)) and ``log_others``
-    ``[B, C]`` = log of the distribution renormalised over the non-target classes, with the
-    target slot set to 0 (it then contributes exp(0)·(0 − 0) = 0 to any KL). Both are finite
-    for finite logits: log(1 − p_target) is a difference of log-sum-exps, never log(1 − p).
+    Returns ``log_p_target`` and ``log_p_others`` ``[B]`` (log p_t and log(1 − p_t)) and
+    ``log_hat`` ``[B, C]``, the log of the distribution renormalised over the non-target classes,
+    with the target slot set to 0 (it then contributes exp(0)·(0 − 0) = 0 to any KL). All are
+    finite for finite logits: log(1 − p_t) is a log-sum-exp of the other classes' log
+    probabilities, never log(1 − p_t) of a rounded p_t.
     """
-    lse_all = torch.logsumexp(logits, dim=1)
-    lse_others = torch.logsumexp(logits.masked_fill(gt_mask, float("-inf")), dim=1)
-    target_logit = logits.gather(1, target.unsqueeze(1)).squeeze(1)
-    log_binary = torch.stack([target_logit - lse_all, lse_others - lse_all], dim=1)
-    log_others = (logits - lse_others.unsqueeze(1)).masked_fill(gt_mask, 0.0)
-    return log_binary, log_others
+    log_p = F.log_softmax(logits, dim=1)
+    log_p_target = log_p.gather(1, target.unsqueeze(1)).squeeze(1)
+    log_p_others = torch.logsumexp(log_p.masked_fill(gt_mask, float("-inf")), dim=1)
+    log_hat = (log_p - log_p_others.unsqueeze(1)).masked_fill(gt_mask, 0.0)
+    return log_p_target, log_p_others, log_hat
 
 
 def dkd_terms(student_logits, teacher_logits, target, temperature=4.0):
@@ -95,7 +96,7 @@ def dkd_terms(student_logits, teacher_logits, target, temperature=4.0):
     Paper: B. Zhao, Q. Cui, R. Song, Y. Qiu, J. Liang, "Decoupled Knowledge Distillation",
     CVPR 2022 (eq. 1–5). Everything is computed in log space (see :func:`dkd_loss`).
     """
-    _checks.check_logit_pair(student_logits, teacher_logits)
+    _checks.check_logit_pair(student_logits, teacher_logits, finite=False)
     num_classes = student_logits.shape[1]
     if num_classes < 2:
         raise ValueError(f"DKD needs at least 2 classes, got logits of shape {tuple(student_logits.shape)}")
@@ -103,13 +104,16 @@ def dkd_terms(student_logits, teacher_logits, target, temperature=4.0):
     temperature = _checks.check_positive(temperature, "temperature")
 
     target = target.long()
-    gt_mask = F.one_hot(target, num_classes).bool()
-    log_b_s, log_hat_s = _target_split_log_probs(student_logits / temperature, target, gt_mask)
-    log_b_t, log_hat_t = _target_split_log_probs(teacher_logits.detach() / temperature, target, gt_mask)
-    tckd = temperature**2 * _kl_from_log_probs(log_b_t, log_b_s)
+    gt_mask = torch.zeros_like(student_logits, dtype=torch.bool).scatter_(1, target.unsqueeze(1), True)
+    tgt_s, oth_s, log_hat_s = _target_split_log_probs(student_logits / temperature, target, gt_mask)
+    tgt_t, oth_t, log_hat_t = _target_split_log_probs(teacher_logits.detach() / temperature, target, gt_mask)
+    weight = oth_t.exp()  # 1 - p_t of the teacher
+    binary_kl = tgt_t.exp() * (tgt_t - tgt_s) + weight * (oth_t - oth_s)
+    tckd = temperature**2 * binary_kl
     nckd = temperature**2 * _kl_from_log_probs(log_hat_t, log_hat_s)
-    weight = log_b_t[:, 1].exp()
-    return tckd, nckd, weight
+    return _checks.finite_or_raise(
+        (tckd, nckd, weight), student_logits=student_logits, teacher_logits=teacher_logits
+    )
 
 
 def dkd_loss(student_logits, teacher_logits, target, alpha=1.0, beta=8.0, temperature=4.0):
@@ -156,8 +160,7 @@ def dkd_warmup_factor(epoch, warmup_epochs=20):
     ``WARMUP = 20`` on CIFAR-100 (1 on ImageNet); its epochs are counted from 1, so the first
     epoch already uses 1/20 of the loss.
     """
-    if isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or epoch < 0:
-        raise ValueError(f"epoch must be a number >= 0, got {epoch!r}")
+    epoch = _checks.check_positive(epoch, "epoch", allow_zero=True)
     warmup_epochs = _checks.check_positive(warmup_epochs, "warmup_epochs")
     return min(epoch / warmup_epochs, 1.0)
 
@@ -181,6 +184,7 @@ def dml_loss(logits, peer_logits, temperature=1.0):
     Args:
         logits, peer_logits: ``[B, C]``. Returns a scalar.
     """
-    _checks.check_logit_pair(logits, peer_logits, names=("logits", "peer_logits"))
+    _checks.check_logit_pair(logits, peer_logits, names=("logits", "peer_logits"), finite=False)
     temperature = _checks.check_positive(temperature, "temperature")
-    return _tempered_kl(logits, peer_logits, temperature).mean()
+    loss = _tempered_kl(logits, peer_logits, temperature).mean()
+    return _checks.finite_or_raise(loss, logits=logits, peer_logits=peer_logits)

@@ -32,15 +32,21 @@ def token_kd_loss(student_logits, teacher_logits, mask=None, temperature=1.0):
         student_logits, teacher_logits: ``[B, L, V]``; the teacher is detached.
         mask: optional ``[B, L]`` bool or {0, 1}/[0, 1] numeric tensor.
     """
-    _checks.check_logit_pair(student_logits, teacher_logits, layout="[B, L, V]", ndim=3)
+    _checks.check_logit_pair(student_logits, teacher_logits, layout="[B, L, V]", ndim=3, finite=False)
     temperature = _checks.check_positive(temperature, "temperature")
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor):
+            raise ValueError(f"mask must be a [B, L] torch.Tensor or None, got {type(mask).__name__}")
+        if mask.shape != student_logits.shape[:2]:
+            raise ValueError(
+                f"mask must have shape [B, L] = {tuple(student_logits.shape[:2])}, got shape {tuple(mask.shape)}"
+            )
+        _checks.check_mask_values(mask, "mask")
     per_token = _tempered_kl(student_logits, teacher_logits, temperature)  # [B, L]
     if mask is None:
-        return per_token.mean()
-    if not isinstance(mask, torch.Tensor):
-        raise ValueError(f"mask must be a [B, L] torch.Tensor or None, got {type(mask).__name__}")
-    if mask.shape != per_token.shape:
-        raise ValueError(f"mask must have shape [B, L] = {tuple(per_token.shape)}, got shape {tuple(mask.shape)}")
-    _checks.check_mask_values(mask, "mask")
-    weights = mask.to(per_token.dtype)
-    return (per_token * weights).sum() / weights.sum().clamp_min(1e-12)
+        loss = per_token.mean()
+    else:
+        weights = mask.to(per_token.dtype)
+        # a NaN/inf in a masked token still makes the sum NaN, so finite_or_raise sees it
+        loss = (per_token * weights).sum() / weights.sum().clamp_min(1e-12)
+    return _checks.finite_or_raise(loss, student_logits=student_logits, teacher_logits=teacher_logits)
