@@ -203,9 +203,7 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
 
     cached_logits = None
     if teacher is not None:
-        teacher.to(device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        teacher.to(device).eval()  # its forward runs under no_grad, so its parameters stay untouched
         if cache_teacher_logits:
             cached_logits = _teacher_logit_cache(teacher, train_loader, teacher_layers, device)
 

@@ -46,6 +46,7 @@ def test_distill_uses_a_frozen_teacher_in_eval_mode(small_mnist):
     teacher = MLP((64,), dropout=0.5)
     train(teacher, *loaders(small_mnist), epochs=1, device="cpu", progress=False)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    teacher.zero_grad(set_to_none=True)
     teacher.train()  # distill must switch it to eval (dropout off) itself
     modes = []
     teacher.register_forward_hook(lambda m, i, o: modes.append(m.training))
@@ -55,6 +56,7 @@ def test_distill_uses_a_frozen_teacher_in_eval_mode(small_mnist):
     assert modes and not any(modes)
     assert all(torch.equal(before[k], teacher.state_dict()[k]) for k in before)
     assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.requires_grad for p in teacher.parameters())  # the caller's teacher is not modified
     assert set(history.term_loss) == {"ce", "kd"} and history.last_acc > 30.0
 
 
