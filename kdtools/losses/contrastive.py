@@ -42,7 +42,9 @@ def crd_nce_loss(scores, n_data):
     """
     _checks.check_tensor(scores, "scores", "[B, K+1]", 2)
     if scores.shape[1] < 2:
-        raise ValueError(f"scores must have the positive plus at least one negative column, got shape {tuple(scores.shape)}")
+        raise ValueError(
+            f"scores must have the positive plus at least one negative column, got shape {tuple(scores.shape)}"
+        )
     smallest = float(scores.detach().min())
     if smallest <= 0:
         raise ValueError(f"scores must be positive (exp(v.m/T)/Z), got min {smallest}")

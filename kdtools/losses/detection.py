@@ -58,7 +58,9 @@ def localization_distillation_loss(student_edge_logits, teacher_edge_logits, tem
     else:
         weight = weight.detach().to(per_box.dtype)
         loss = (per_box * weight).sum() / weight.sum().clamp_min(1e-12)
-    return _checks.finite_or_raise(loss, student_edge_logits=student_edge_logits, teacher_edge_logits=teacher_edge_logits)
+    return _checks.finite_or_raise(
+        loss, student_edge_logits=student_edge_logits, teacher_edge_logits=teacher_edge_logits
+    )
 
 
 def foreground_weighted_feature_loss(student_feat, teacher_feat, fg_mask, fg_weight, bg_weight):
@@ -98,11 +100,13 @@ def foreground_weighted_feature_loss(student_feat, teacher_feat, fg_mask, fg_wei
         raise ValueError(f"fg_mask must be a [B, H, W] torch.Tensor, got {type(fg_mask).__name__}")
     if tuple(fg_mask.shape) not in ((batch, height, width), (batch, 1, height, width)):
         raise ValueError(
-            f"fg_mask must have shape [B, H, W] = {(batch, height, width)} (or [B, 1, H, W]), got shape {tuple(fg_mask.shape)}"
+            f"fg_mask must have shape [B, H, W] = {(batch, height, width)} (or [B, 1, H, W]), "
+            f"got shape {tuple(fg_mask.shape)}"
         )
     _checks.check_mask_values(fg_mask, "fg_mask")
     mask = fg_mask.detach().to(student_feat.dtype).reshape(batch, 1, height, width)
     sq_err = (student_feat - teacher_feat.detach()).pow(2)
     fg = (sq_err * mask).sum() / batch
     bg = (sq_err * (1 - mask)).sum() / batch
-    return _checks.finite_or_raise(fg_weight * fg + bg_weight * bg, student_feat=student_feat, teacher_feat=teacher_feat)
+    loss = fg_weight * fg + bg_weight * bg
+    return _checks.finite_or_raise(loss, student_feat=student_feat, teacher_feat=teacher_feat)

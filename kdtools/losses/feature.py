@@ -142,11 +142,12 @@ def at_loss(student_feat, teacher_feat, p=2, mode="code"):
     Paper: S. Zagoruyko, N. Komodakis, "Paying More Attention to Attention: Improving the
     Performance of Convolutional Neural Networks via Attention Transfer", ICLR 2017 (eq. 2):
     :math:`\frac{\beta}{2}\sum_j\|Q^j_S/\|Q^j_S\|_2 - Q^j_T/\|Q^j_T\|_2\|_p` with :math:`p=2`
-    — a (non-squared) norm per sample, ``mode="paper"``. The authors' code (``at_loss`` in
+    — a (non-squared) norm per sample, ``mode="paper"``; the paper sets β to 10³ divided by the
+    number of elements of the attention map and the batch size. The authors' code (``at_loss`` in
     szagoruyko/attention-transfer, copied by RepDistiller and mdistiller) instead takes the
     **mean of the squared differences** over batch and positions, ``mode="code"`` (default), and
-    multiplies the sum over layer pairs by β/2 with β = 1000 (RepDistiller/mdistiller: weight
-    1000 on the sum). The weight β is not applied here.
+    adds β·Σ over the layer pairs with β = 1000 (RepDistiller ``-b 1000``, mdistiller
+    ``AT.LOSS.FEAT_WEIGHT = 1000``). The weight β is not applied here.
 
     Args:
         student_feat, teacher_feat: ``[B, C, H, W]`` maps (channels may differ); teacher detached.
@@ -225,6 +226,6 @@ def nst_loss(student_feat, teacher_feat, kernel="poly"):
     s = F.normalize(pooled_s.flatten(2), dim=2)
     t = F.normalize(pooled_t.flatten(2), dim=2)
     k = NST_KERNELS[kernel]
-    sigma2 = _mean_squared_pair_distance(t)  # only the Gaussian kernel uses it
+    sigma2 = _mean_squared_pair_distance(t) if kernel == "gaussian" else None  # the bandwidth
     loss = k(t, t, sigma2).mean() + k(s, s, sigma2).mean() - 2 * k(s, t, sigma2).mean()
     return _checks.finite_or_raise(loss, student_feat=student_feat, teacher_feat=teacher_feat)

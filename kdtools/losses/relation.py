@@ -104,7 +104,9 @@ def _check_embeddings(student_emb, teacher_emb) -> None:
     _checks.check_tensor(teacher_emb, "teacher_emb", "[B, D]", 2, finite=False)
     _checks.check_same_batch(student_emb, teacher_emb, "student_emb", "teacher_emb")
     if student_emb.shape[0] < 2:
-        raise ValueError(f"RKD needs at least 2 samples in the batch, got student_emb of shape {tuple(student_emb.shape)}")
+        raise ValueError(
+            f"RKD needs at least 2 samples in the batch, got student_emb of shape {tuple(student_emb.shape)}"
+        )
 
 
 def _centred_gram(emb: torch.Tensor):
@@ -124,7 +126,7 @@ def _squared_distances(gram: torch.Tensor, sq_norms: torch.Tensor) -> torch.Tens
 
 
 def _normalised_pairwise_distances(emb: torch.Tensor) -> torch.Tensor:
-    """The authors' ``pdist``: sqrt(max(d², 1e-12)) with a zero diagonal, divided by the mean of the positive entries."""
+    """The authors' ``pdist`` — sqrt(max(d², 1e-12)), zero diagonal — divided by the mean of its positive entries."""
     eye = torch.eye(emb.shape[0], dtype=torch.bool, device=emb.device)
     dist = _squared_distances(*_centred_gram(emb)).clamp_min(1e-12).sqrt().masked_fill(eye, 0.0)
     positive = (dist > 0).sum()
