@@ -48,6 +48,10 @@ execute: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
 
+## make student: regenerate student/ (every notebook with its solutions replaced by stubs) and the links to it
+student: $(STAMP)
+	$(BIN)/python tools/make_student.py
+
 ## make sync: regenerate the Colab badge and install cell at the top of every notebook
 sync: $(STAMP)
 	$(BIN)/python tools/sync_notebooks.py
