@@ -89,7 +89,8 @@ def solution_gates(nb: dict, where: str = "notebook") -> List[Tuple[int, int]]:
                                 f"alone in its own markdown cell (move the text around it to other cells)")
         if is_start:
             if start is not None:
-                raise ExerciseError(f"{where}, cell {i}: a {{solution-start}} inside the solution opened at cell {start}")
+                raise ExerciseError(f"{where}, cell {i}: a {{solution-start}} inside the solution opened at "
+                                    f"cell {start}")
             start = i
         else:
             if start is None:
@@ -275,7 +276,8 @@ def with_links(nb: dict, notebook: Path, url: str, branch: str, root: Path = ROO
     nb["cells"] = [c for c in nb["cells"] if c.get("metadata", {}).get(EXERCISE_KEY) != "links"]
     if not _has_exercises(nb):
         return nb
-    headings = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown" and _EXERCISE_HEADING.search(source(c))]
+    headings = [i for i, c in enumerate(nb["cells"])
+                if c["cell_type"] == "markdown" and _EXERCISE_HEADING.search(source(c))]
     if not headings:
         raise ExerciseError(f"{notebook.name}: exercises need a `## Exercises` heading above them")
     nb["cells"].insert(headings[0] + 1, links_cell(notebook, url, branch, root))
@@ -301,8 +303,9 @@ def _lint_usage(nb: dict, gates: List[Tuple[int, int]], where: str) -> None:
             raise ExerciseError(f"{where}, cell {i} calls {', '.join(sorted(uses))}, which the student version only "
                                 f"has as a stub: only checker calls may use it (they never raise)")
     for end, start in gate_ends.items():
-        solution_code = "".join(source(c) for c in nb["cells"][start + 1:end] if c["cell_type"] == "code")
-        if not solution_code or not _stubbed_functions(solution_code):
+        defines = set().union(*(_stubbed_functions(source(c)) for c in nb["cells"][start + 1:end]
+                                if c["cell_type"] == "code"))
+        if not defines:  # a written exercise: nothing to check
             continue
         following = next((c for c in nb["cells"][end + 1:] if c["cell_type"] == "code"), None)
         if following is None or not re.search(r"\bcheck_\w+\s*\(", source(following)):
