@@ -36,12 +36,14 @@ unit: $(STAMP)
 nbval: $(STAMP)
 	KDTOOLS_SMOKE=1 $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
+# --all: an incremental build can hide the warnings of pages that did not change
 book-check: $(STAMP)
-	$(BIN)/jupyter-book build . --builder html --warningiserror --keep-going --quiet
+	$(BIN)/jupyter-book build . --all --builder html --warningiserror --keep-going --quiet
 
-## make execute: re-run every notebook in full mode and store its outputs (and results/*.json)
+## make execute: re-run every notebook in full mode, store its outputs and results/*.json, refresh student/
 execute: $(STAMP)
 	$(BIN)/python tools/execute_notebooks.py notebooks
+	$(BIN)/python tools/make_student.py
 	$(BIN)/python -m kdtools.results render
 
 ## make lab: Jupyter Lab in the course environment
