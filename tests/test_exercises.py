@@ -9,6 +9,8 @@ import torch.nn.functional as F
 
 from kdtools import exercises
 from kdtools.losses import kd_loss as reference_kd_loss
+from kdtools.privileged import generalized_distillation_loss as reference_gd_loss
+from kdtools.compression import munge_step as reference_munge_step
 
 # F.kl_div(reduction="mean") warns; that mistake is one of the wrong answers tested here
 pytestmark = pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
@@ -192,6 +194,137 @@ def not_implemented(*args):
     raise NotImplementedError("kd_loss: replace this line with your implementation")
 
 
+# ----------------------------------------------------------------------------- generalized_distillation_loss
+def gd_by_hand(student_logits, labels, teacher_logits, temperature, imitation):
+    soft = torch.softmax(teacher_logits / temperature, dim=-1)
+    targets = (1 - imitation) * F.one_hot(labels, student_logits.shape[-1]) + imitation * soft
+    return -(targets * torch.log_softmax(student_logits, dim=-1)).sum(dim=-1).mean()
+
+
+def gd_two_terms(student_logits, labels, teacher_logits, temperature, imitation):
+    log_q = F.log_softmax(student_logits, dim=-1)
+    soft = F.softmax(teacher_logits / temperature, dim=-1)
+    return (1 - imitation) * F.cross_entropy(student_logits, labels) + imitation * -(soft * log_q).sum(-1).mean()
+
+
+def gd_cross_entropy_with_probabilities(student_logits, labels, teacher_logits, temperature, imitation):
+    # F.cross_entropy accepts a probability target since torch 1.10
+    return (1 - imitation) * F.cross_entropy(student_logits, labels) + imitation * F.cross_entropy(
+        student_logits, F.softmax(teacher_logits / temperature, dim=-1))
+
+
+def gd_swapped(student_logits, labels, teacher_logits, temperature, imitation):
+    return gd_two_terms(student_logits, labels, teacher_logits, temperature, 1 - imitation)
+
+
+def gd_teacher_not_tempered(student_logits, labels, teacher_logits, temperature, imitation):
+    return gd_two_terms(student_logits, labels, teacher_logits, 1.0, imitation)
+
+
+def gd_student_tempered(student_logits, labels, teacher_logits, temperature, imitation):
+    log_q = F.log_softmax(student_logits / temperature, dim=-1)
+    soft = F.softmax(teacher_logits / temperature, dim=-1)
+    return (1 - imitation) * F.nll_loss(log_q, labels) + imitation * -(soft * log_q).sum(-1).mean()
+
+
+def gd_with_t2(student_logits, labels, teacher_logits, temperature, imitation):
+    log_q = F.log_softmax(student_logits, dim=-1)
+    soft = F.softmax(teacher_logits / temperature, dim=-1)
+    return (1 - imitation) * F.nll_loss(log_q, labels) + imitation * temperature**2 * -(soft * log_q).sum(-1).mean()
+
+
+def gd_hinton(student_logits, labels, teacher_logits, temperature, imitation):
+    return (1 - imitation) * F.cross_entropy(student_logits, labels) + imitation * reference_kd_loss(
+        student_logits, teacher_logits, temperature)
+
+
+def gd_kl(student_logits, labels, teacher_logits, temperature, imitation):
+    log_q = F.log_softmax(student_logits, dim=-1)
+    return (1 - imitation) * F.nll_loss(log_q, labels) + imitation * F.kl_div(
+        log_q, F.softmax(teacher_logits / temperature, dim=-1), reduction="batchmean")
+
+
+def gd_summed(student_logits, labels, teacher_logits, temperature, imitation):
+    return student_logits.shape[0] * gd_by_hand(student_logits, labels, teacher_logits, temperature, imitation)
+
+
+def gd_per_sample(student_logits, labels, teacher_logits, temperature, imitation):
+    soft = torch.softmax(teacher_logits / temperature, dim=-1)
+    targets = (1 - imitation) * F.one_hot(labels, student_logits.shape[-1]) + imitation * soft
+    return -(targets * torch.log_softmax(student_logits, dim=-1)).sum(dim=-1)
+
+
+def gd_mean_over_classes(student_logits, labels, teacher_logits, temperature, imitation):
+    soft = torch.softmax(teacher_logits / temperature, dim=-1)
+    targets = (1 - imitation) * F.one_hot(labels, student_logits.shape[-1]) + imitation * soft
+    return -(targets * torch.log_softmax(student_logits, dim=-1)).mean()
+
+
+def gd_log_of_softmax(student_logits, labels, teacher_logits, temperature, imitation):
+    soft = torch.softmax(teacher_logits / temperature, dim=-1)
+    targets = (1 - imitation) * F.one_hot(labels, student_logits.shape[-1]) + imitation * soft
+    return -(targets * torch.log(torch.softmax(student_logits, dim=-1))).sum(dim=-1).mean()
+
+
+def gd_detached(student_logits, labels, teacher_logits, temperature, imitation):
+    return gd_by_hand(student_logits.detach(), labels, teacher_logits, temperature, imitation)
+
+
+# ----------------------------------------------------------------------------- munge_step
+def munge_with_mask_arithmetic(x, neighbour, swap, noise, s):
+    sampled = neighbour + noise * (x - neighbour).abs() / s
+    keep = (~swap).float()
+    return keep * x + (1 - keep) * sampled
+
+
+def munge_by_hand_copy(x, neighbour, swap, noise, s):
+    out = x.clone()
+    std = torch.abs(x - neighbour) / s
+    out[swap] = neighbour[swap] + std[swap] * noise[swap]
+    return out
+
+
+def munge_centred_at_example(x, neighbour, swap, noise, s):
+    return torch.where(swap, x + noise * (x - neighbour).abs() / s, x)
+
+
+def munge_plain_swap(x, neighbour, swap, noise, s):
+    return torch.where(swap, neighbour, x)
+
+
+def munge_inverted_mask(x, neighbour, swap, noise, s):
+    return torch.where(~swap, neighbour + noise * (x - neighbour).abs() / s, x)
+
+
+def munge_every_attribute(x, neighbour, swap, noise, s):
+    return neighbour + noise * (x - neighbour).abs() / s
+
+
+def munge_without_s(x, neighbour, swap, noise, s):
+    return torch.where(swap, neighbour + noise * (x - neighbour).abs(), x)
+
+
+def munge_times_s(x, neighbour, swap, noise, s):
+    return torch.where(swap, neighbour + noise * (x - neighbour).abs() * s, x)
+
+
+def munge_without_abs(x, neighbour, swap, noise, s):
+    return torch.where(swap, neighbour + noise * (x - neighbour) / s, x)
+
+
+def munge_variance_as_scale(x, neighbour, swap, noise, s):
+    return torch.where(swap, neighbour + noise * ((x - neighbour) / s) ** 2, x)
+
+
+def munge_in_place(x, neighbour, swap, noise, s):
+    x[swap] = neighbour[swap] + noise[swap] * (x[swap] - neighbour[swap]).abs() / s
+    return x
+
+
+def munge_own_noise(x, neighbour, swap, noise, s):
+    return torch.where(swap, neighbour + torch.randn_like(x) * (x - neighbour).abs() / s, x)
+
+
 # ----------------------------------------------------------------------------- what every checker must do
 CHECKER_CASES = {
     "check_softmax_with_temperature": {
@@ -232,6 +365,39 @@ CHECKER_CASES = {
             (kd_without_gradient, "cut off from the autograd graph"),
             (kd_wrong_signature,
              "keep the signature of the stub: kd_loss(student_logits, teacher_logits, temperature)"),
+            (not_implemented, "not implemented yet"),
+        ],
+    },
+    "check_generalized_distillation_loss": {
+        "correct": [reference_gd_loss, gd_by_hand, gd_two_terms, gd_cross_entropy_with_probabilities],
+        "wrong": [
+            (gd_swapped, "you swapped them"),
+            (gd_teacher_not_tempered, "divide the teacher's logits by T before its softmax"),
+            (gd_student_tempered, "only the teacher is tempered"),
+            (gd_with_t2, "your soft term is multiplied by T² = 16"),
+            (gd_hinton, "Hinton et al.'s loss (student tempered too, T² factor) is not the loss of this exercise"),
+            (gd_kl, "not the KL divergence"),
+            (gd_summed, "Your value is B = 3 times too large"),
+            (gd_per_sample, "you returned one value per sample (shape [3])"),
+            (gd_mean_over_classes, "averaged over the classes too?"),
+            (gd_log_of_softmax, "Use log_softmax(z_s)"),
+            (gd_detached, "cut off from the autograd graph"),
+            (not_implemented, "not implemented yet"),
+        ],
+    },
+    "check_munge_step": {
+        "correct": [reference_munge_step, munge_with_mask_arithmetic, munge_by_hand_copy],
+        "wrong": [
+            (munge_centred_at_example, "centred at the neighbour's value x', not at the example's own value"),
+            (munge_plain_swap, "you used the neighbour's value but no noise"),
+            (munge_inverted_mask, "the swap is inverted"),
+            (munge_every_attribute, "you resampled every attribute"),
+            (munge_without_s, "divide by s = 4"),
+            (munge_times_s, "you multiplied by s = 4"),
+            (munge_without_abs, "with the absolute value"),
+            (munge_variance_as_scale, "you scaled the noise by the variance"),
+            (munge_in_place, "changed its input in place"),
+            (munge_own_noise, "matches none of the usual mistakes"),
             (not_implemented, "not implemented yet"),
         ],
     },

@@ -13,11 +13,15 @@ Checkers live in one module per course module (``foundations`` for Module 1, ...
 """
 from ._harness import Case, ErrorHint, Mistake, run_checks
 from .foundations import check_kd_loss, check_softmax_with_temperature
+from .foundations import check_generalized_distillation_loss
+from .foundations import check_munge_step
 
 # Every checker of the course; tests/test_exercises.py requires wrong-answer tests for each of them.
 CHECKERS = {
     "check_softmax_with_temperature": check_softmax_with_temperature,
     "check_kd_loss": check_kd_loss,
+    "check_generalized_distillation_loss": check_generalized_distillation_loss,
+    "check_munge_step": check_munge_step,
 }
 
 __all__ = ["CHECKERS", "Case", "ErrorHint", "Mistake", "run_checks", *CHECKERS]

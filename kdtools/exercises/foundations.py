@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ..losses import kd_loss as _kd_loss_reference
 from ._harness import Case, ErrorHint, Mistake, run_checks
 
-__all__ = ["check_softmax_with_temperature", "check_kd_loss"]
+__all__ = ["check_softmax_with_temperature", "check_kd_loss", "check_generalized_distillation_loss", "check_munge_step"]
 
 
 def _random_logits(seed: int, *shape: int, scale: float = 3.0) -> torch.Tensor:
@@ -209,3 +209,176 @@ def check_kd_loss(fn) -> bool:
                        "log_softmax(z / T) instead of log(softmax(z / T)).",
         covers="T = 1, 4 and 20, a zero loss, a very confident teacher, gradients",
         atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- generalised distillation (LUPI)
+from ..privileged import generalized_distillation_loss as _gd_loss_reference  # noqa: E402
+
+
+def _gd_case(description, seed, batch, classes, temperature, imitation, gradient=False, student_scale=2.0,
+             teacher_scale=4.0):
+    def make_args():
+        labels = torch.randint(0, classes, (batch,), generator=torch.Generator().manual_seed(seed + 1))
+        return (_random_logits(seed, batch, classes, scale=student_scale), labels,
+                _random_logits(seed + 2, batch, classes, scale=teacher_scale), temperature, imitation)
+
+    params = {"T": temperature, "T2": temperature**2, "lam": imitation, "B": batch, "C": classes}
+    return Case(description, make_args, params, gradient)
+
+
+def _gd_cases():
+    return [
+        _gd_case("3 samples × 5 classes, T = 4, λ = 0.3", 40, 3, 5, 4.0, 0.3),
+        _gd_case("4 samples × 10 classes, T = 2, λ = 0.5", 43, 4, 10, 2.0, 0.5),
+        _gd_case("λ = 0: plain cross-entropy with the labels (T = 4 must not matter)", 46, 5, 10, 4.0, 0.0),
+        _gd_case("λ = 1: pure imitation of the teacher at T = 10", 49, 4, 10, 10.0, 1.0),
+        _gd_case("a very confident student (logits up to ±400), T = 2, λ = 0.5", 52, 3, 4, 2.0, 0.5,
+                 student_scale=150.0),
+        _gd_case("the gradient with respect to 4 × 10 student logits, T = 4, λ = 0.7", 55, 4, 10, 4.0, 0.7,
+                 gradient=True),
+    ]
+
+
+def _gd_parts(s, y, t, T, lam, student_T=1.0, teacher_T=None):
+    teacher_T = T if teacher_T is None else teacher_T
+    log_q = torch.log_softmax(s / student_T, dim=-1)
+    hard = F.nll_loss(log_q, y, reduction="none")
+    soft = -(torch.softmax(t / teacher_T, dim=-1) * log_q).sum(dim=-1)
+    return hard, soft
+
+
+def _gd_mix(s, y, t, T, lam, reduce=torch.mean, soft_weight=None, **kw):
+    hard, soft = _gd_parts(s, y, t, T, lam, **kw)
+    soft_weight = lam if soft_weight is None else soft_weight
+    return reduce((1 - lam) * hard + soft_weight * soft)
+
+
+def _gd_kl_soft(s, y, t, T, lam):
+    log_q = torch.log_softmax(s, dim=-1)
+    log_p = torch.log_softmax(t / T, dim=-1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+    return ((1 - lam) * F.nll_loss(log_q, y, reduction="none") + lam * kl).mean()
+
+
+def _gd_log_of_softmax(s, y, t, T, lam):
+    q = torch.softmax(s, dim=-1)
+    target = (1 - lam) * F.one_hot(y, s.shape[-1]) + lam * torch.softmax(t / T, dim=-1)
+    return -(target * q.log()).sum(-1).mean()
+
+
+_GD_MISTAKES = [
+    Mistake("λ weighs the teacher's soft labels and 1 − λ the hard labels; you swapped them.",
+            lambda s, y, t, T, lam: _gd_mix(s, y, t, T, 1 - lam)),
+    Mistake("divide the teacher's logits by T before its softmax: the soft labels are softmax(z_t / T).",
+            lambda s, y, t, T, lam: _gd_mix(s, y, t, T, lam, teacher_T=1.0)),
+    Mistake("in generalised distillation only the teacher is tempered: the student's term uses its plain "
+            "softmax σ(f(x)), not softmax(z_s / T) (that is Hinton et al.'s loss).",
+            lambda s, y, t, T, lam: _gd_mix(s, y, t, T, lam, student_T=T)),
+    Mistake("your soft term is multiplied by T² = {T2:g} (as in Hinton et al.'s loss and the authors' code); "
+            "Lopez-Paz et al.'s equation weighs it by λ only.",
+            lambda s, y, t, T, lam: _gd_mix(s, y, t, T, lam, soft_weight=lam * T**2)),
+    Mistake("Hinton et al.'s loss (student tempered too, T² factor) is not the loss of this exercise: use the "
+            "student's plain softmax and weigh the soft term by λ.",
+            lambda s, y, t, T, lam: (1 - lam) * F.cross_entropy(s, y) + lam * _kd_loss_reference(s, t, T)),
+    Mistake("the soft term is a cross-entropy −Σ s log σ(z_s), not the KL divergence: the two differ by the "
+            "entropy of the soft labels (same gradient, different value).",
+            _gd_kl_soft),
+    Mistake("sum over the batch instead of the mean? Your value is B = {B} times too large.",
+            lambda s, y, t, T, lam: _gd_mix(s, y, t, T, lam, reduce=torch.sum)),
+    Mistake("you returned one value per sample (shape [{B}]); the loss is their mean over the batch, a scalar.",
+            lambda s, y, t, T, lam: _gd_mix(s, y, t, T, lam, reduce=lambda v: v)),
+    Mistake("averaged over the classes too? Sum the cross-entropy over the classes, average over the batch only.",
+            lambda s, y, t, T, lam: _gd_mix(s, y, t, T, lam) / s.shape[-1]),
+    Mistake("nan or inf: log(softmax(z_s)) underflows to log 0 for confident logits. Use log_softmax(z_s).",
+            _gd_log_of_softmax),
+]
+
+
+def check_generalized_distillation_loss(fn) -> bool:
+    r"""Check ``fn(student_logits, labels, teacher_logits, temperature, imitation)`` against
+    :func:`kdtools.privileged.generalized_distillation_loss`.
+
+    That is :math:`\frac1B\sum_b[(1-\lambda)\,\mathrm{CE}(y_b, \sigma(z_{s,b})) + \lambda\,\mathrm{CE}(s_b,
+    \sigma(z_{s,b}))]` with :math:`s_b = \mathrm{softmax}(z_{t,b}/T)` (Lopez-Paz et al., 2016, Eq. 2). Six
+    checks: two mixes, λ = 0, λ = 1, a very confident student and the gradient.
+    """
+    return run_checks(
+        fn, name="generalized_distillation_loss",
+        signature="generalized_distillation_loss(student_logits, labels, teacher_logits, temperature, imitation)",
+        reference=_gd_loss_reference, cases=_gd_cases(), mistakes=_GD_MISTAKES,
+        error_hints=[_KEEPDIM_HINT, _LAST_DIM_HINT, _IN_PLACE_HINT],
+        nonfinite_hint="nan or inf: the log of a probability that underflowed to 0. Use log_softmax(z_s).",
+        covers="two mixes of hard and soft labels, λ = 0 and 1, a very confident student, gradients",
+        atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- one MUNGE step (model compression)
+from ..compression import munge_step as _munge_step_reference  # noqa: E402
+
+
+def _munge_case(description, seed, shape, s, swap_rate=0.5, noise_scale=1.0, same_columns=0, swap=None):
+    def make_args():
+        gen = torch.Generator().manual_seed(seed)
+        x = 4.0 * torch.rand(shape, generator=gen)
+        neighbour = 4.0 * torch.rand(shape, generator=gen)
+        neighbour[..., :same_columns] = x[..., :same_columns]  # attributes where the pair agrees
+        mask = torch.rand(shape, generator=gen) < swap_rate if swap is None else torch.full(shape, swap)
+        noise = noise_scale * torch.randn(shape, generator=gen)
+        return x, neighbour, mask, noise, s
+
+    return Case(description, make_args, params={"s": s})
+
+
+def _munge_cases():
+    return [
+        _munge_case("3 examples × 6 attributes, s = 4, about half of them swapped", 40, (3, 6), 4.0),
+        _munge_case("5 examples × 8 attributes at s = 1, the widest Gaussians", 41, (5, 8), 1.0),
+        _munge_case("nothing swapped (swap all False): the examples come back unchanged", 42, (4, 5), 2.0,
+                    swap=False),
+        _munge_case("everything swapped with zero noise: exactly the neighbours", 43, (2, 7), 3.0, swap=True,
+                    noise_scale=0.0),
+        _munge_case("the first 3 attributes equal the neighbour's: zero width, the value stays", 44, (4, 6), 2.0,
+                    swap_rate=0.8, same_columns=3),
+        _munge_case("one 8 × 8 digit as a row of 64 pixels, s = 10", 45, (1, 64), 10.0),
+    ]
+
+
+_MUNGE_MISTAKES = [
+    Mistake("the Gaussian is centred at the neighbour's value x', not at the example's own value x: "
+            "x' + noise · |x − x'| / s.",
+            lambda x, n, m, z, s: torch.where(m, x + z * (x - n).abs() / s, x)),
+    Mistake("you used the neighbour's value but no noise: a swapped attribute is drawn from N(x', (|x − x'| / s)²), "
+            "i.e. x' + noise · |x − x'| / s.",
+            lambda x, n, m, z, s: torch.where(m, n, x)),
+    Mistake("the swap is inverted: attributes whose swap flag is True are the ones to resample; the others keep x.",
+            lambda x, n, m, z, s: torch.where(m, x, n + z * (x - n).abs() / s)),
+    Mistake("you resampled every attribute: only those whose swap flag is True change, the others keep x.",
+            lambda x, n, m, z, s: n + z * (x - n).abs() / s),
+    Mistake("the standard deviation is |x − x'| / s: divide by s = {s:g}.",
+            lambda x, n, m, z, s: torch.where(m, n + z * (x - n).abs(), x)),
+    Mistake("you multiplied by s = {s:g}; the standard deviation is |x − x'| / s (a larger s means narrower "
+            "Gaussians).",
+            lambda x, n, m, z, s: torch.where(m, n + z * (x - n).abs() * s, x)),
+    Mistake("the standard deviation is |x − x'| / s, with the absolute value. Without it the sign of the noise "
+            "flips where x < x' (same distribution, but not the sample this noise gives).",
+            lambda x, n, m, z, s: torch.where(m, n + z * (x - n) / s, x)),
+    Mistake("you scaled the noise by the variance (|x − x'| / s)²; scale it by the standard deviation "
+            "|x − x'| / s.",
+            lambda x, n, m, z, s: torch.where(m, n + z * ((x - n) / s) ** 2, x)),
+]
+
+
+def check_munge_step(fn) -> bool:
+    r"""Check ``fn(x, neighbour, swap, noise, s)`` against :func:`kdtools.compression.munge_step`.
+
+    That is :math:`x'_a + \varepsilon_a |x_a - x'_a| / s` where ``swap`` is True and :math:`x_a` elsewhere.
+    Six checks: s = 4, 1 and 10, nothing swapped, everything swapped without noise, and attributes where
+    the example and its neighbour agree.
+    """
+    return run_checks(
+        fn, name="munge_step", signature="munge_step(x, neighbour, swap, noise, s)",
+        reference=_munge_step_reference, cases=_munge_cases(), mistakes=_MUNGE_MISTAKES,
+        error_hints=[ErrorHint(r"where expected condition to be a boolean tensor|expected condition",
+                               "torch.where(condition, a, b) takes the boolean swap mask as its condition."),
+                     _IN_PLACE_HINT],
+        covers="s = 1, 4 and 10, no swap, full swap without noise, ties with the neighbour")
