@@ -1,5 +1,4 @@
 import pytest
-import torch
 from torch import nn
 
 from kdtools.bench import count_macs, count_parameters, cpu_latency_ms, model_size_mb, profile, throughput
