@@ -11,6 +11,7 @@ from kdtools import exercises
 from kdtools.losses import kd_loss as reference_kd_loss
 from kdtools.privileged import generalized_distillation_loss as reference_gd_loss
 from kdtools.compression import munge_step as reference_munge_step
+from kdtools.metrics import expected_calibration_error as reference_ece
 
 # F.kl_div(reduction="mean") warns; that mistake is one of the wrong answers tested here
 pytestmark = pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
@@ -325,6 +326,169 @@ def munge_own_noise(x, neighbour, swap, noise, s):
     return torch.where(swap, neighbour + torch.randn_like(x) * (x - neighbour).abs() / s, x)
 
 
+# ----------------------------------------------------------------------------- label_smoothing_loss (KD vs LS)
+def ls_reference(logits, labels, epsilon):
+    return F.cross_entropy(logits, labels, label_smoothing=epsilon)
+
+
+def ls_by_hand(logits, labels, epsilon):
+    num_classes = logits.shape[-1]
+    target = (1 - epsilon) * F.one_hot(labels, num_classes) + epsilon / num_classes
+    return -(target * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+
+
+def ls_two_terms(logits, labels, epsilon):
+    log_p = torch.log_softmax(logits, dim=-1)
+    return (1 - epsilon) * F.nll_loss(log_p, labels) + epsilon * (-log_p.mean(dim=-1)).mean()
+
+
+def ls_over_wrong_classes(logits, labels, epsilon):
+    num_classes = logits.shape[-1]
+    one_hot = F.one_hot(labels, num_classes).float()
+    target = (1 - epsilon) * one_hot + epsilon / (num_classes - 1) * (1 - one_hot)
+    return -(target * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+
+
+def ls_without_one_minus_eps(logits, labels, epsilon):
+    target = F.one_hot(labels, logits.shape[-1]) + epsilon / logits.shape[-1]
+    return -(target * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+
+
+def ls_uniform_summed(logits, labels, epsilon):
+    log_p = torch.log_softmax(logits, dim=-1)
+    return (1 - epsilon) * F.nll_loss(log_p, labels) + epsilon * (-log_p.sum(dim=-1)).mean()
+
+
+def ls_swapped(logits, labels, epsilon):
+    target = epsilon * F.one_hot(labels, logits.shape[-1]) + (1 - epsilon) / logits.shape[-1]
+    return -(target * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+
+
+def ls_only_scaled(logits, labels, epsilon):
+    return (1 - epsilon) * F.cross_entropy(logits, labels)
+
+
+def ls_summed_over_batch(logits, labels, epsilon):
+    return ls_by_hand(logits, labels, epsilon) * logits.shape[0]
+
+
+def ls_per_sample(logits, labels, epsilon):
+    num_classes = logits.shape[-1]
+    target = (1 - epsilon) * F.one_hot(labels, num_classes) + epsilon / num_classes
+    return -(target * torch.log_softmax(logits, dim=-1)).sum(dim=-1)
+
+
+def ls_mean_over_classes(logits, labels, epsilon):
+    num_classes = logits.shape[-1]
+    target = (1 - epsilon) * F.one_hot(labels, num_classes) + epsilon / num_classes
+    return -(target * torch.log_softmax(logits, dim=-1)).mean()
+
+
+def ls_log_of_softmax(logits, labels, epsilon):
+    num_classes = logits.shape[-1]
+    target = (1 - epsilon) * F.one_hot(labels, num_classes) + epsilon / num_classes
+    return -(target * torch.log(torch.softmax(logits, dim=-1))).sum(dim=-1).mean()
+
+
+# ----------------------------------------------------------------------------- expected_calibration_error
+def ece_reference(probs, labels, n_bins):
+    return reference_ece(probs, labels, n_bins)
+
+
+def ece_loop(probs, labels, n_bins):
+    confidence, predicted = probs.max(dim=-1)
+    correct = (predicted == labels).float()
+    bins = (torch.ceil(confidence * n_bins).long() - 1).clamp(0, n_bins - 1)
+    ece = torch.zeros(())
+    for m in range(n_bins):
+        in_bin = bins == m
+        if in_bin.sum() > 0:
+            ece += in_bin.float().mean() * (correct[in_bin].mean() - confidence[in_bin].mean()).abs()
+    return ece
+
+
+def ece_numpy_digitize(probs, labels, n_bins):
+    probs, labels = probs.numpy(), labels.numpy()
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, n_bins + 1)
+    bins = np.digitize(confidence, edges[1:-1], right=True)
+    return sum(np.mean(bins == m) * abs(correct[bins == m].mean() - confidence[bins == m].mean())
+               for m in range(n_bins) if np.any(bins == m))
+
+
+def ece_floor_clamped(probs, labels, n_bins):
+    # left-closed bins [m/M, (m+1)/M): differs from Guo et al.'s only for confidences exactly on an edge
+    confidence, predicted = probs.max(dim=-1)
+    correct = (predicted == labels).double()
+    bins = (confidence * n_bins).long().clamp(max=n_bins - 1)
+    count = torch.bincount(bins, minlength=n_bins)
+    gap = (torch.bincount(bins, correct, minlength=n_bins) - torch.bincount(bins, confidence, minlength=n_bins)).abs()
+    return (gap / len(labels)).sum()  # |sum(correct) - sum(conf)| / n = |B_m|/n · |acc - conf|
+
+
+def _ece_variant(probs, labels, n_bins, weighted=True, signed=False, confidence_of_label=False):
+    confidence, predicted = probs.max(dim=-1)
+    correct = (predicted == labels).double()
+    if confidence_of_label:
+        confidence = probs[torch.arange(len(labels)), labels]
+    bins = (torch.ceil(confidence * n_bins).long() - 1).clamp(0, n_bins - 1)
+    gaps, weights = [], []
+    for m in range(n_bins):
+        in_bin = bins == m
+        if in_bin.any():
+            gap = correct[in_bin].mean() - confidence[in_bin].mean()
+            gaps.append(gap if signed else gap.abs())
+            weights.append(in_bin.double().mean())
+    gaps, weights = torch.stack(gaps), torch.stack(weights)
+    return (weights * gaps).sum() if weighted else gaps.mean()
+
+
+def ece_unweighted(probs, labels, n_bins):
+    return _ece_variant(probs, labels, n_bins, weighted=False)
+
+
+def ece_signed(probs, labels, n_bins):
+    return _ece_variant(probs, labels, n_bins, signed=True)
+
+
+def ece_signed_reversed(probs, labels, n_bins):
+    return -_ece_variant(probs, labels, n_bins, signed=True)
+
+
+def ece_confidence_of_label(probs, labels, n_bins):
+    return _ece_variant(probs, labels, n_bins, confidence_of_label=True)
+
+
+def ece_divided_by_bins(probs, labels, n_bins):
+    confidence, predicted = probs.max(dim=-1)
+    correct = (predicted == labels).double()
+    bins = (torch.ceil(confidence * n_bins).long() - 1).clamp(0, n_bins - 1)
+    total = sum((correct[bins == m].mean() - confidence[bins == m].mean()).abs()
+                for m in range(n_bins) if (bins == m).any())
+    return total / n_bins
+
+
+def ece_drops_certain(probs, labels, n_bins):
+    confidence, predicted = probs.max(dim=-1)
+    correct = (predicted == labels).double()
+    bins = (confidence * n_bins).long()  # confidence 1.0 gives bin n_bins, which the loop never visits
+    return sum((bins == m).double().mean() * (correct[bins == m].mean() - confidence[bins == m].mean()).abs()
+               for m in range(n_bins) if (bins == m).any())
+
+
+def ece_index_overflow(probs, labels, n_bins):
+    confidence, predicted = probs.max(dim=-1)
+    correct = (predicted == labels).double()
+    bins = (confidence * n_bins).long()
+    correct_sum = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, bins, correct)
+    conf_sum = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, bins, confidence)
+    return ((correct_sum - conf_sum).abs() / len(labels)).sum()
+
+
+def ece_percent(probs, labels, n_bins):
+    return 100 * reference_ece(probs, labels, n_bins)
+
+
 # ----------------------------------------------------------------------------- what every checker must do
 CHECKER_CASES = {
     "check_softmax_with_temperature": {
@@ -398,6 +562,35 @@ CHECKER_CASES = {
             (munge_variance_as_scale, "you scaled the noise by the variance"),
             (munge_in_place, "changed its input in place"),
             (munge_own_noise, "matches none of the usual mistakes"),
+            (not_implemented, "not implemented yet"),
+        ],
+    },
+    "check_label_smoothing_loss": {
+        "correct": [ls_reference, ls_by_hand, ls_two_terms],
+        "wrong": [
+            (ls_over_wrong_classes, "you spread epsilon over the C − 1 = 9 wrong classes"),
+            (ls_without_one_minus_eps, "the one-hot part must be scaled by (1 − ε)"),
+            (ls_uniform_summed, "(a mean, not a sum)"),
+            (ls_swapped, "you swapped the weights"),
+            (ls_only_scaled, "you only scaled the cross-entropy by (1 − ε)"),
+            (ls_summed_over_batch, "Your value is B = 4 times too large"),
+            (ls_per_sample, "you returned one value per sample (shape [4])"),
+            (ls_mean_over_classes, "averaged over the classes too?"),
+            (ls_log_of_softmax, "Use torch.log_softmax(z, dim=-1)"),
+            (not_implemented, "not implemented yet"),
+        ],
+    },
+    "check_expected_calibration_error": {
+        "correct": [ece_reference, ece_loop, ece_numpy_digitize, ece_floor_clamped],
+        "wrong": [
+            (ece_unweighted, "weight each bin by its share of the examples"),
+            (ece_signed, "take the absolute value of each bin's gap"),
+            (ece_signed_reversed, "the other way round and without absolute value"),
+            (ece_confidence_of_label, "not of the true class"),
+            (ece_divided_by_bins, "you divided by the number of bins M = 15"),
+            (ece_drops_certain, "the predictions with confidence exactly 1.0 fell out"),
+            (ece_index_overflow, "clamp the bin index to n_bins − 1"),
+            (ece_percent, "return the ECE as a fraction"),
             (not_implemented, "not implemented yet"),
         ],
     },

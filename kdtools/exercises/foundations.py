@@ -11,6 +11,7 @@ from ..losses import kd_loss as _kd_loss_reference
 from ._harness import Case, ErrorHint, Mistake, run_checks
 
 __all__ = ["check_softmax_with_temperature", "check_kd_loss", "check_generalized_distillation_loss", "check_munge_step"]
+__all__ += ["check_label_smoothing_loss", "check_expected_calibration_error"]
 
 
 def _random_logits(seed: int, *shape: int, scale: float = 3.0) -> torch.Tensor:
@@ -382,3 +383,220 @@ def check_munge_step(fn) -> bool:
                                "torch.where(condition, a, b) takes the boolean swap mask as its condition."),
                      _IN_PLACE_HINT],
         covers="s = 1, 4 and 10, no swap, full swap without noise, ties with the neighbour")
+
+# ----------------------------------------------------------------------------- label smoothing (KD vs LS)
+def _label_smoothing_reference(logits, labels, epsilon):
+    return F.cross_entropy(logits, labels, label_smoothing=epsilon)
+
+
+def _ls_case(description, seed, batch, classes, epsilon, scale=3.0, logits=None, gradient=False):
+    def make_args():
+        z = logits() if logits is not None else _random_logits(seed, batch, classes, scale=scale)
+        y = torch.randint(0, classes, (batch,), generator=torch.Generator().manual_seed(seed + 1))
+        return z, y, epsilon
+
+    params = {"eps": epsilon, "C": classes, "C1": classes - 1, "B": batch}
+    return Case(description, make_args, params, gradient)
+
+
+def _ls_cases():
+    confident = torch.tensor([[500.0, 0.0, -500.0, 3.0], [-2.0, 500.0, 0.0, 1.0], [0.0, 1.0, 2.0, 500.0]])
+    return [
+        _ls_case("4 samples × 10 classes, epsilon = 0.1", 60, 4, 10, 0.1),
+        _ls_case("epsilon = 0: the ordinary cross-entropy", 62, 3, 5, 0.0),
+        _ls_case("5 samples × 4 classes, epsilon = 0.3", 64, 5, 4, 0.3),
+        _ls_case("epsilon = 1: the target is the uniform distribution", 66, 3, 6, 1.0),
+        _ls_case("very confident logits (500 apart), epsilon = 0.1", 68, 3, 4, 0.1, logits=lambda: confident.clone()),
+        _ls_case("the gradient with respect to 6 × 10 logits, epsilon = 0.1", 70, 6, 10, 0.1, gradient=True),
+    ]
+
+
+def _uniform_ce(z):
+    """Cross-entropy with the uniform target, per sample: the mean over the classes of -log p_k."""
+    return -torch.log_softmax(z, dim=-1).mean(dim=-1)
+
+
+def _hard_ce(z, y):
+    return F.cross_entropy(z, y, reduction="none")
+
+
+def _ls_over_wrong_classes(z, y, eps):
+    one_hot = F.one_hot(y, z.shape[-1]).to(z.dtype)
+    target = (1 - eps) * one_hot + eps / (z.shape[-1] - 1) * (1 - one_hot)
+    return -(target * torch.log_softmax(z, dim=-1)).sum(dim=-1).mean()
+
+
+_LS_MISTAKES = [
+    Mistake("you spread epsilon over the C − 1 = {C1} wrong classes. Label smoothing (Szegedy et al.; "
+            "Müller et al.; PyTorch's label_smoothing) mixes the one-hot target with the uniform distribution over "
+            "all C classes: y_LS = (1 − ε) y + ε / C, so the true class gets 1 − ε + ε / C.",
+            _ls_over_wrong_classes),
+    Mistake("the one-hot part must be scaled by (1 − ε) = {eps:g} less than 1: y_LS = (1 − ε) y + ε / C, "
+            "whose entries sum to 1.",
+            lambda z, y, eps: (_hard_ce(z, y) + eps * _uniform_ce(z)).mean()),
+    Mistake("the uniform part is ε / C per class, so average −log p_k over the classes (a mean, not a sum).",
+            lambda z, y, eps: ((1 - eps) * _hard_ce(z, y) - eps * torch.log_softmax(z, -1).sum(-1)).mean()),
+    Mistake("you swapped the weights: the one-hot label keeps 1 − ε and the uniform distribution gets ε.",
+            lambda z, y, eps: (eps * _hard_ce(z, y) + (1 - eps) * _uniform_ce(z)).mean()),
+    Mistake("you only scaled the cross-entropy by (1 − ε): the smoothed target also puts ε / C on every class, "
+            "which adds ε times the cross-entropy with the uniform distribution.",
+            lambda z, y, eps: ((1 - eps) * _hard_ce(z, y)).mean()),
+    Mistake("sum over the batch instead of the mean? Your value is B = {B} times too large.",
+            lambda z, y, eps: F.cross_entropy(z, y, label_smoothing=eps, reduction="sum")),
+    Mistake("you returned one value per sample (shape [{B}]); the loss is their mean over the batch, a scalar.",
+            lambda z, y, eps: F.cross_entropy(z, y, label_smoothing=eps, reduction="none")),
+    Mistake("averaged over the classes too? Sum target × (−log p) over the classes, then average over the batch.",
+            lambda z, y, eps: F.cross_entropy(z, y, label_smoothing=eps) / z.shape[-1]),
+    Mistake("inf or nan: log(softmax(z)) underflows to log 0 on confident logits, and label smoothing puts "
+            "weight ε / C on every class, so it is not multiplied by 0. Use torch.log_softmax(z, dim=-1).",
+            lambda z, y, eps: -(((1 - eps) * F.one_hot(y, z.shape[-1]) + eps / z.shape[-1])
+                                * torch.softmax(z, -1).log()).sum(-1).mean()),
+]
+
+
+def check_label_smoothing_loss(fn) -> bool:
+    r"""Check ``fn(logits, labels, epsilon)`` = cross-entropy with the label-smoothed target
+    :math:`y^{LS} = (1-\varepsilon)\,y + \varepsilon / C`, averaged over the batch
+    (``F.cross_entropy(logits, labels, label_smoothing=epsilon)``). Six checks: ε = 0.1, 0, 0.3 and 1,
+    very confident logits (numerical stability) and the gradient.
+    """
+    return run_checks(
+        fn, name="label_smoothing_loss", signature="label_smoothing_loss(logits, labels, epsilon)",
+        reference=_label_smoothing_reference, cases=_ls_cases(), mistakes=_LS_MISTAKES,
+        error_hints=[_KEEPDIM_HINT, _LAST_DIM_HINT, _IN_PLACE_HINT,
+                     ErrorHint(r"one_hot is only applicable to index tensor|Expected.*Long",
+                               "F.one_hot needs the integer labels (dtype long), not the logits or floats.")],
+        nonfinite_hint="inf or nan: the log of a probability that underflowed to 0. Use torch.log_softmax.",
+        covers="epsilon = 0, 0.1, 0.3 and 1, very confident logits, gradients",
+        atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- expected calibration error
+import numpy as np  # noqa: E402
+
+from .. import metrics as _metrics  # noqa: E402
+
+
+def _ece_reference(probs, labels, n_bins):
+    return torch.tensor(_metrics.expected_calibration_error(probs, labels, n_bins, logits=False),
+                        dtype=torch.float64)
+
+
+def _ece_inputs(seed, n, classes, scale, right=0.7):
+    """Softmax probabilities and labels that agree with the argmax about a fraction ``right`` of the time."""
+    gen = torch.Generator().manual_seed(seed)
+    probs = torch.softmax(scale * torch.randn(n, classes, generator=gen, dtype=torch.float64), dim=-1)
+    random_labels = torch.randint(0, classes, (n,), generator=gen)
+    keep = torch.rand(n, generator=gen, dtype=torch.float64) < right
+    return probs, torch.where(keep, probs.argmax(-1), random_labels)
+
+
+def _ece_case(description, make, n_bins):
+    def make_args():
+        probs, labels = make()
+        return probs, labels, n_bins
+
+    return Case(description, make_args, {"M": n_bins})
+
+
+def _with_certain_rows():
+    probs, labels = _ece_inputs(84, 40, 5, 2.0)
+    probs[:8] = F.one_hot(labels[:8], 5).to(probs.dtype)  # confidence exactly 1.0, all right
+    probs[8:12] = F.one_hot((labels[8:12] + 1) % 5, 5).to(probs.dtype)  # confidence 1.0, all wrong
+    return probs, labels
+
+
+def _ece_cases():
+    return [
+        _ece_case("300 predictions over 10 classes, 15 bins", lambda: _ece_inputs(80, 300, 10, 3.0), 15),
+        _ece_case("a small case: 6 predictions over 3 classes, 5 bins", lambda: _ece_inputs(82, 6, 3, 1.5), 5),
+        _ece_case("40 predictions of which 12 have confidence exactly 1.0, 15 bins", _with_certain_rows, 15),
+        _ece_case("always certain and always right: the ECE must be 0",
+                  lambda: (torch.eye(4, dtype=torch.float64), torch.arange(4)), 15),
+        _ece_case("n_bins = 1: |mean confidence − accuracy|", lambda: _ece_inputs(86, 50, 4, 2.0), 1),
+        _ece_case("500 predictions over 10 classes, 10 bins", lambda: _ece_inputs(88, 500, 10, 4.0, right=0.9), 10),
+    ]
+
+
+def _ece_from_bins(confidence, correct, bins, n_bins, weighted=True, signed=False, divide_by_bins=False):
+    total, filled = torch.zeros((), dtype=torch.float64), 0
+    for m in range(n_bins):
+        members = bins == m
+        if not members.any():
+            continue
+        filled += 1
+        gap = correct[members].mean() - confidence[members].mean()
+        gap = gap if signed else gap.abs()
+        total = total + (members.double().mean() * gap if weighted else gap)
+    if divide_by_bins:
+        return total / n_bins
+    return total if weighted else total / max(filled, 1)
+
+
+def _right_closed_bins(confidence, n_bins):
+    return (torch.ceil(confidence * n_bins).long() - 1).clamp(0, n_bins - 1)
+
+
+def _ece_mistake(weighted=True, signed=False, divide_by_bins=False, true_class=False, drop_certain=False):
+    def model(probs, labels, n_bins):
+        confidence, predicted = probs.max(dim=-1)
+        correct = (predicted == labels).double()
+        if true_class:
+            confidence = probs.gather(-1, labels[:, None]).squeeze(-1)
+        bins = (confidence * n_bins).floor().long() if drop_certain else _right_closed_bins(confidence, n_bins)
+        return _ece_from_bins(confidence, correct, bins, n_bins, weighted, signed, divide_by_bins)
+
+    return model
+
+
+_ECE_MISTAKES = [
+    Mistake("weight each bin by its share of the examples, |B_m| / n: a plain average over the bins lets a "
+            "bin holding 2 predictions count as much as one holding 200.",
+            _ece_mistake(weighted=False)),
+    Mistake("take the absolute value of each bin's gap |acc(B_m) − conf(B_m)| before summing: otherwise "
+            "over- and under-confident bins cancel.",
+            _ece_mistake(signed=True)),
+    Mistake("you took the gap the other way round and without absolute value: use |acc − conf| per bin.",
+            lambda p, y, m: -_ece_mistake(signed=True)(p, y, m)),
+    Mistake("the confidence is the probability of the *predicted* class, max_k p_k, not of the true class.",
+            _ece_mistake(true_class=True)),
+    Mistake("you divided by the number of bins M = {M}; the weights are |B_m| / n (examples), and empty bins "
+            "simply contribute nothing.",
+            _ece_mistake(weighted=False, divide_by_bins=True)),
+    Mistake("the predictions with confidence exactly 1.0 fell out: floor(1.0 · M) = M is past the last bin. "
+            "The bins are ((m − 1)/M, m/M], so 1.0 belongs to the last one (clamp the index to M − 1).",
+            _ece_mistake(drop_certain=True)),
+    Mistake("you returned a percentage; return the ECE as a fraction in [0, 1].",
+            lambda p, y, m: 100 * _ece_reference(p, y, m)),
+]
+
+
+def _numbers_as_tensors(fn):
+    # The ECE is a statistic, not a loss: a Python float or numpy number is as good an answer as a tensor.
+    if not callable(fn):
+        return fn
+
+    def expected_calibration_error(*args):
+        out = fn(*args)
+        if isinstance(out, (float, int, np.floating, np.integer)) and not isinstance(out, bool):
+            return torch.tensor(float(out), dtype=torch.float64)
+        return out
+
+    return expected_calibration_error
+
+
+def check_expected_calibration_error(fn) -> bool:
+    r"""Check ``fn(probs, labels, n_bins)`` against :func:`kdtools.metrics.expected_calibration_error`:
+    :math:`\sum_m \frac{|B_m|}{n}\,|\mathrm{acc}(B_m) - \mathrm{conf}(B_m)|` over ``n_bins`` equal-width
+    confidence bins (Guo et al., 2017), as a fraction. ``fn`` may return a float or a 0-d tensor. Six checks:
+    15, 5, 1 and 10 bins, confidences of exactly 1.0 and a perfectly calibrated case.
+    """
+    return run_checks(
+        _numbers_as_tensors(fn), name="expected_calibration_error",
+        signature="expected_calibration_error(probs, labels, n_bins)",
+        reference=_ece_reference, cases=_ece_cases(), mistakes=_ECE_MISTAKES,
+        error_hints=[ErrorHint(r"out of bounds|out of range",
+                               "floor(confidence · n_bins) is n_bins for confidence 1.0, one past the last bin: "
+                               "clamp the bin index to n_bins − 1 (the last bin is closed on the right)."),
+                     _MAX_PAIR_HINT, _IN_PLACE_HINT],
+        covers="15, 10, 5 and 1 bins, confidence exactly 1.0, a perfectly calibrated case")
