@@ -105,8 +105,11 @@ def resolve_target(box: Box, root: Path) -> str:
     raise ValueError(f"box {box.label!r}: none of its targets {list(box.targets)} exists under {root}")
 
 
-def boxes_with_targets(root: Path, boxes: Sequence[Box] = TAXONOMY) -> List[Tuple[Box, str]]:
-    """Every box with the document it links to (see :func:`resolve_target`)."""
+def boxes_with_targets(root: Optional[Path], boxes: Sequence[Box] = TAXONOMY) -> List[Tuple[Box, str]]:
+    """Every box with the document it links to (see :func:`resolve_target`). ``root=None`` (no checkout of
+    the course at hand, e.g. kdtools installed with pip) links each box's first target unchecked."""
+    if root is None:
+        return [(box, box.targets[0]) for box in boxes]
     return [(box, resolve_target(box, root)) for box in boxes]
 
 

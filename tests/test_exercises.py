@@ -326,6 +326,97 @@ def munge_own_noise(x, neighbour, swap, noise, s):
     return torch.where(swap, neighbour + torch.randn_like(x) * (x - neighbour).abs() / s, x)
 
 
+# ----------------------------------------------------------------------------- median_latency (inference gap)
+def latency_by_quantile(times_ms, warmup):
+    return torch.quantile(times_ms[..., warmup:], 0.5, dim=-1)
+
+
+def latency_by_sorting(times_ms, warmup):
+    kept = times_ms[..., warmup:].sort(dim=-1).values
+    n = kept.shape[-1]
+    return (kept[..., (n - 1) // 2] + kept[..., n // 2]) / 2
+
+
+def latency_mean(times_ms, warmup):
+    return times_ms[..., warmup:].mean(dim=-1)
+
+
+def latency_without_warmup(times_ms, warmup):
+    return torch.quantile(times_ms, 0.5, dim=-1)
+
+
+def latency_drops_last(times_ms, warmup):
+    return torch.quantile(times_ms[..., :len(times_ms) - warmup] if times_ms.dim() == 1
+                          else times_ms[..., :-warmup], 0.5, dim=-1)
+
+
+def latency_torch_median(times_ms, warmup):
+    return times_ms[..., warmup:].median(dim=-1).values
+
+
+def latency_median_pair(times_ms, warmup):
+    return times_ms[..., warmup:].median(dim=-1)
+
+
+def latency_whole_tensor(times_ms, warmup):
+    return times_ms[..., warmup:].flatten().quantile(0.5)
+
+
+def latency_over_models(times_ms, warmup):
+    return torch.quantile(times_ms[..., warmup:], 0.5, dim=0)
+
+
+def latency_as_float(times_ms, warmup):
+    import statistics
+    return statistics.median(times_ms[warmup:].tolist())
+
+
+# ----------------------------------------------------------------------------- distillation_objective (recipe)
+def objective_reference(student_logits, teacher_logits, labels, alpha, temperature):
+    return (1 - alpha) * F.cross_entropy(student_logits, labels) + \
+        alpha * reference_kd_loss(student_logits, teacher_logits, temperature)
+
+
+def objective_by_hand(student_logits, teacher_logits, labels, alpha, temperature):
+    log_p_s = F.log_softmax(student_logits / temperature, dim=-1)
+    p_t = F.softmax(teacher_logits / temperature, dim=-1)
+    kd = temperature**2 * F.kl_div(log_p_s, p_t, reduction="batchmean")
+    ce = F.nll_loss(F.log_softmax(student_logits, dim=-1), labels)
+    return alpha * kd + (1 - alpha) * ce
+
+
+def objective_swapped_alpha(student_logits, teacher_logits, labels, alpha, temperature):
+    return alpha * F.cross_entropy(student_logits, labels) + \
+        (1 - alpha) * reference_kd_loss(student_logits, teacher_logits, temperature)
+
+
+def objective_without_t2(student_logits, teacher_logits, labels, alpha, temperature):
+    kd = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
+                  F.softmax(teacher_logits / temperature, dim=-1), reduction="batchmean")
+    return (1 - alpha) * F.cross_entropy(student_logits, labels) + alpha * kd
+
+
+def objective_tempered_ce(student_logits, teacher_logits, labels, alpha, temperature):
+    return (1 - alpha) * F.cross_entropy(student_logits / temperature, labels) + \
+        alpha * reference_kd_loss(student_logits, teacher_logits, temperature)
+
+
+def objective_unweighted_ce(student_logits, teacher_logits, labels, alpha, temperature):
+    return F.cross_entropy(student_logits, labels) + alpha * reference_kd_loss(student_logits, teacher_logits,
+                                                                               temperature)
+
+
+def objective_teacher_labels(student_logits, teacher_logits, labels, alpha, temperature):
+    return (1 - alpha) * F.cross_entropy(student_logits, teacher_logits.argmax(-1)) + \
+        alpha * reference_kd_loss(student_logits, teacher_logits, temperature)
+
+
+def objective_t2_on_both(student_logits, teacher_logits, labels, alpha, temperature):
+    kd = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
+                  F.softmax(teacher_logits / temperature, dim=-1), reduction="batchmean")
+    return temperature**2 * ((1 - alpha) * F.cross_entropy(student_logits, labels) + alpha * kd)
+
+
 # ----------------------------------------------------------------------------- label_smoothing_loss (KD vs LS)
 def ls_reference(logits, labels, epsilon):
     return F.cross_entropy(logits, labels, label_smoothing=epsilon)
@@ -562,6 +653,32 @@ CHECKER_CASES = {
             (munge_variance_as_scale, "you scaled the noise by the variance"),
             (munge_in_place, "changed its input in place"),
             (munge_own_noise, "matches none of the usual mistakes"),
+            (not_implemented, "not implemented yet"),
+        ],
+    },
+    "check_median_latency": {
+        "correct": [latency_by_quantile, latency_by_sorting],
+        "wrong": [
+            (latency_mean, "you averaged the timings"),
+            (latency_without_warmup, "drop them before taking the median"),
+            (latency_drops_last, "the warm-up runs are the first ones, not the last"),
+            (latency_torch_median, "torch.median returns the lower of the two middle values"),
+            (latency_median_pair, "returned a median on check 1/4"),
+            (latency_whole_tensor, "not of the whole tensor"),
+            (latency_over_models, "not over dim=0 (the models)"),
+            (latency_as_float, "return the tensor itself"),
+            (not_implemented, "not implemented yet"),
+        ],
+    },
+    "check_distillation_objective": {
+        "correct": [objective_reference, objective_by_hand],
+        "wrong": [
+            (objective_swapped_alpha, "you swapped them"),
+            (objective_without_t2, "lacks its T² = 16 factor"),
+            (objective_tempered_ce, "uses the student's ordinary logits (T = 1), not z / T"),
+            (objective_unweighted_ce, "weigh the cross-entropy by 1 − alpha"),
+            (objective_teacher_labels, "not with the teacher's predicted classes"),
+            (objective_t2_on_both, "Only the distillation term gets the T² factor"),
             (not_implemented, "not implemented yet"),
         ],
     },

@@ -47,6 +47,7 @@ def test_missing_notebook_falls_back_to_the_next_target(tmp_path):
     (tmp_path / "notebooks" / "01_foundations").mkdir(parents=True)
     (tmp_path / "notebooks" / "01_foundations" / "not_written.ipynb").write_text("{}")
     assert tx.resolve_target(box, tmp_path) == "notebooks/01_foundations/not_written"
+    assert tx.boxes_with_targets(None, [box]) == [(box, "notebooks/01_foundations/not_written")]
     with pytest.raises(ValueError, match="box 'y': none of its targets"):
         tx.resolve_target(tx.Box("y", "scheme", ("book/nowhere",)), tmp_path)
 

@@ -15,6 +15,7 @@ from ._harness import Case, ErrorHint, Mistake, run_checks
 from .foundations import check_kd_loss, check_softmax_with_temperature
 from .foundations import check_generalized_distillation_loss
 from .foundations import check_munge_step
+from .foundations import check_distillation_objective, check_median_latency
 from .foundations import check_expected_calibration_error, check_label_smoothing_loss
 
 # Every checker of the course; tests/test_exercises.py requires wrong-answer tests for each of them.
@@ -23,6 +24,8 @@ CHECKERS = {
     "check_kd_loss": check_kd_loss,
     "check_generalized_distillation_loss": check_generalized_distillation_loss,
     "check_munge_step": check_munge_step,
+    "check_median_latency": check_median_latency,
+    "check_distillation_objective": check_distillation_objective,
     "check_label_smoothing_loss": check_label_smoothing_loss,
     "check_expected_calibration_error": check_expected_calibration_error,
 }

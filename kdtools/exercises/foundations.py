@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from ..losses import kd_loss as _kd_loss_reference
 from ._harness import Case, ErrorHint, Mistake, run_checks
 
-__all__ = ["check_softmax_with_temperature", "check_kd_loss", "check_generalized_distillation_loss", "check_munge_step"]
+__all__ = ["check_softmax_with_temperature", "check_kd_loss", "check_generalized_distillation_loss", "check_munge_step",
+           "check_median_latency", "check_distillation_objective"]
 __all__ += ["check_label_smoothing_loss", "check_expected_calibration_error"]
 
 
@@ -383,6 +384,137 @@ def check_munge_step(fn) -> bool:
                                "torch.where(condition, a, b) takes the boolean swap mask as its condition."),
                      _IN_PLACE_HINT],
         covers="s = 1, 4 and 10, no swap, full swap without noise, ties with the neighbour")
+
+
+# ----------------------------------------------------------------------------- median latency (inference gap)
+def _median_latency_reference(times_ms, warmup):
+    # torch.quantile interpolates: the mean of the two middle values for an even count, like statistics.median
+    return torch.quantile(times_ms[..., warmup:], 0.5, dim=-1)
+
+
+def _latency_case(description, times, warmup):
+    return Case(description, lambda: (torch.tensor(times, dtype=torch.float64), warmup), {"warmup": warmup})
+
+
+def _median_latency_cases():
+    return [
+        _latency_case("10 timings of one model, a slow first call, warmup = 2 (8 timings left)",
+                      [30.0, 12.0, 1.0, 1.4, 1.1, 1.2, 5.0, 1.3, 0.9, 1.25], 2),
+        _latency_case("7 timings, warmup = 0 (an odd count: the middle value)",
+                      [2.0, 2.5, 9.0, 2.2, 2.1, 3.0, 2.4], 0),
+        _latency_case("3 models × 7 timings each (shape [3, 7]), warmup = 1",
+                      [[8.0, 1.0, 1.2, 1.1, 1.6, 1.3, 1.4],
+                       [20.0, 0.2, 0.25, 0.3, 0.22, 0.9, 0.21],
+                       [5.0, 3.0, 3.5, 3.1, 3.3, 3.2, 4.0]], 1),
+        _latency_case("a single timing left after warmup = 4", [9.0, 8.0, 7.0, 6.0, 0.5], 4),
+    ]
+
+
+_MEDIAN_LATENCY_MISTAKES = [
+    Mistake("you averaged the timings: one slow outlier (a garbage collection, another process) pulls the "
+            "mean up. Take the median, which ignores it.",
+            lambda x, w: x[..., w:].mean(dim=-1)),
+    Mistake("the first {warmup} timings are the warm-up (memory allocation, caches, lazy initialisation): drop "
+            "them before taking the median, with times_ms[..., warmup:].",
+            lambda x, w: torch.quantile(x, 0.5, dim=-1)),
+    Mistake("the warm-up runs are the first ones, not the last: keep times_ms[..., warmup:], "
+            "not times_ms[..., :-warmup].",
+            lambda x, w: torch.quantile(x[..., :x.shape[-1] - w], 0.5, dim=-1)),
+    Mistake("torch.median returns the lower of the two middle values when the count is even; the median is "
+            "their mean (torch.quantile(x, 0.5, dim=-1) or statistics.median).",
+            lambda x, w: x[..., w:].median(dim=-1).values),
+    Mistake("you returned the fastest run (the minimum); the exercise asks for the median.",
+            lambda x, w: x[..., w:].min(dim=-1).values),
+    Mistake("take the median of each row (dim=-1: one model's timings), not of the whole tensor.",
+            lambda x, w: torch.quantile(x[..., w:].flatten(), 0.5)),
+    Mistake("take the median over the last dimension (the repeats of one model), not over dim=0 (the models).",
+            lambda x, w: torch.quantile(x[..., w:], 0.5, dim=0)),
+]
+
+
+def check_median_latency(fn) -> bool:
+    r"""Check ``fn(times_ms, warmup)``: the median of ``times_ms[..., warmup:]`` over the last dimension.
+
+    The median of an even number of values is the mean of the two middle ones (as in
+    :func:`statistics.median`, used by :func:`kdtools.bench.cpu_latency_ms`). Four checks: an even count with
+    warm-up and an outlier, an odd count without warm-up, three models at once, one timing left.
+    """
+    return run_checks(
+        fn, name="median_latency", signature="median_latency(times_ms, warmup)",
+        reference=_median_latency_reference, cases=_median_latency_cases(), mistakes=_MEDIAN_LATENCY_MISTAKES,
+        error_hints=[_LAST_DIM_HINT, _IN_PLACE_HINT],
+        covers="warm-up removed, even and odd counts, an outlier, three models at once")
+
+
+# ----------------------------------------------------------------------------- the distillation objective (recipe)
+def _objective_reference(student_logits, teacher_logits, labels, alpha, temperature):
+    return (1 - alpha) * F.cross_entropy(student_logits, labels) + \
+        alpha * _kd_loss_reference(student_logits, teacher_logits, temperature)
+
+
+def _objective_case(description, seed, batch, classes, alpha, temperature, teacher=None, gradient=False):
+    def make_args():
+        student = _random_logits(seed, batch, classes, scale=2.0)
+        t = teacher() if teacher is not None else _random_logits(seed + 1, batch, classes, scale=5.0)
+        labels = torch.randint(0, classes, (batch,), generator=torch.Generator().manual_seed(seed + 2))
+        return student, t, labels, alpha, temperature
+
+    return Case(description, make_args, {"alpha": alpha, "T": temperature, "T2": temperature**2}, gradient)
+
+
+def _objective_cases():
+    confident = torch.tensor([[300.0, 0.0, -300.0, 5.0], [0.0, 300.0, 2.0, -1.0], [1.0, 2.0, 300.0, 0.0]])
+    return [
+        _objective_case("4 samples × 10 classes, alpha = 0.7, T = 4", 40, 4, 10, 0.7, 4.0),
+        _objective_case("alpha = 0: only the cross-entropy with the labels", 43, 3, 5, 0.0, 4.0),
+        _objective_case("alpha = 1: only the distillation term, T = 2", 46, 3, 5, 1.0, 2.0),
+        _objective_case("alpha = 0.5, T = 1", 49, 5, 10, 0.5, 1.0),
+        _objective_case("a very confident teacher (logits 300 apart), alpha = 0.9, T = 2", 52, 3, 4, 0.9, 2.0,
+                        teacher=lambda: confident.clone()),
+        _objective_case("the gradient with respect to 6 × 10 student logits, alpha = 0.9, T = 4", 55, 6, 10, 0.9,
+                        4.0, gradient=True),
+    ]
+
+
+def _ce(s, y):
+    return F.cross_entropy(s, y)
+
+
+_OBJECTIVE_MISTAKES = [
+    Mistake("alpha weighs the distillation term and 1 − alpha the cross-entropy; you swapped them.",
+            lambda s, t, y, a, T: a * _ce(s, y) + (1 - a) * _kd_loss_reference(s, t, T)),
+    Mistake("the distillation term lacks its T² = {T2:g} factor (Hinton et al., section 2): without it the soft "
+            "targets' gradients shrink like 1/T².",
+            lambda s, t, y, a, T: (1 - a) * _ce(s, y) + a * _kd_loss_reference(s, t, T) / T**2),
+    Mistake("the cross-entropy with the labels uses the student's ordinary logits (T = 1), not z / T.",
+            lambda s, t, y, a, T: (1 - a) * _ce(s / T, y) + a * _kd_loss_reference(s, t, T)),
+    Mistake("weigh the cross-entropy by 1 − alpha: the two weights must sum to 1.",
+            lambda s, t, y, a, T: _ce(s, y) + a * _kd_loss_reference(s, t, T)),
+    Mistake("KL arguments reversed? The distillation term is T² KL(p_teacher ‖ p_student).",
+            lambda s, t, y, a, T: (1 - a) * _ce(s, y) + a * _kd_loss_reference(t, s, T)),
+    Mistake("the cross-entropy is with the true labels, not with the teacher's predicted classes.",
+            lambda s, t, y, a, T: (1 - a) * _ce(s, t.argmax(-1)) + a * _kd_loss_reference(s, t, T)),
+    Mistake("did you multiply the cross-entropy by T² too? Only the distillation term gets the T² factor.",
+            lambda s, t, y, a, T: T**2 * ((1 - a) * _ce(s, y) + a * _kd_loss_reference(s, t, T) / T**2)),
+]
+
+
+def check_distillation_objective(fn) -> bool:
+    r"""Check ``fn(student_logits, teacher_logits, labels, alpha, temperature)`` = Hinton et al.'s objective
+    :math:`(1-\alpha)\,\mathrm{CE}(z_s, y) + \alpha\,T^2\,\mathrm{KL}(p_t^T \| p_s^T)`, each term averaged over
+    the batch (the default of :func:`kdtools.train.distill`). Six checks: alpha = 0.7, 0, 1 and 0.5, T = 4, 2
+    and 1, a very confident teacher and the gradient.
+    """
+    return run_checks(
+        fn, name="distillation_objective",
+        signature="distillation_objective(student_logits, teacher_logits, labels, alpha, temperature)",
+        reference=_objective_reference, cases=_objective_cases(), mistakes=_OBJECTIVE_MISTAKES,
+        error_hints=[_KEEPDIM_HINT, _LAST_DIM_HINT, _IN_PLACE_HINT],
+        nonfinite_hint="nan or inf: probably the log of a probability that underflowed to 0. Work in log space: "
+                       "log_softmax(z / T) instead of log(softmax(z / T)).",
+        covers="alpha = 0, 0.5, 0.7, 0.9 and 1, T = 1, 2 and 4, a very confident teacher, gradients",
+        atol=1e-5)
+
 
 # ----------------------------------------------------------------------------- label smoothing (KD vs LS)
 def _label_smoothing_reference(logits, labels, epsilon):
