@@ -134,8 +134,9 @@ def loaders(protocol: Protocol, seed: int) -> Tuple[TensorLoader, TensorLoader]:
 
 
 def run(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protocol] = None,
-        teacher: Optional[nn.Module] = None, device=None, progress: bool = False) -> History:
-    """Train the protocol's student with ``method`` from seed ``seed``; returns its History."""
+        teacher: Optional[nn.Module] = None, device=None, progress: bool = False, return_model: bool = False):
+    """Train the protocol's student with ``method`` from seed ``seed``; returns its History
+    (and the trained student, with ``return_model=True``)."""
     protocol = protocol or active_protocol()
     factory = _factory(method)
     seed_everything(seed)
@@ -144,13 +145,14 @@ def run(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protoco
     if spec.uses_teacher and teacher is None:
         teacher = zoo.load(protocol.teacher)
     train_loader, test_loader = loaders(protocol, seed)
-    return fit(student, train_loader, test_loader, epochs=protocol.epochs, terms=spec.terms,
+    history = fit(student, train_loader, test_loader, epochs=protocol.epochs, terms=spec.terms,
                teacher=teacher if spec.uses_teacher else None, student_layers=spec.student_layers,
                teacher_layers=spec.teacher_layers, extra_modules=spec.extra_modules,
                optimizer=protocol.optimizer, lr=protocol.lr, momentum=protocol.momentum,
                weight_decay=protocol.weight_decay, schedule=protocol.schedule,
                cache_teacher_logits=spec.uses_teacher and not spec.teacher_layers,
                device=device, seed=seed, progress=progress)
+    return (history, student) if return_model else history
 
 
 def _factory(method: Union[str, MethodFactory]) -> MethodFactory:

@@ -37,8 +37,9 @@ def test_dkd_warmup_keeps_the_authors_fraction():
 
 def test_same_seed_same_result_and_subset_fixed_across_seeds():
     a = protocol.run("KD", 0, TINY, device="cpu")
-    b = protocol.run("KD", 0, TINY, device="cpu")
+    b, student = protocol.run("KD", 0, TINY, device="cpu", return_model=True)
     assert a.test_acc == b.test_acc and a.train_loss == b.train_loss
+    assert isinstance(student, torch.nn.Module) and not student.training
     loader_0, _ = protocol.loaders(TINY, seed=0)
     loader_1, _ = protocol.loaders(TINY, seed=1)
     assert torch.equal(loader_0.data.labels, loader_1.data.labels) and len(loader_0.data) == 50
