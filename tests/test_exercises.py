@@ -581,7 +581,75 @@ def ece_percent(probs, labels, n_bins):
 
 
 # ----------------------------------------------------------------------------- what every checker must do
+# ----------------------------------------------------------------------------- NCKD (decoupled KD)
+from kdtools.losses import dkd_terms as reference_dkd_terms  # noqa: E402
+
+
+def nckd_reference(s, t, y, T):
+    return reference_dkd_terms(s, t, y, T)[1]
+
+
+def _target_mask(logits, y):
+    return F.one_hot(y, logits.shape[1]).bool()
+
+
+def nckd_with_probabilities(s, t, y, T):
+    # a correct but less careful student: probabilities, renormalised by hand, target removed by masking
+    mask = _target_mask(s, y)
+    p_s = torch.softmax(s / T, 1).masked_fill(mask, 0.0)
+    p_t = torch.softmax(t / T, 1).masked_fill(mask, 0.0)
+    p_s, p_t = p_s / p_s.sum(1, keepdim=True), p_t / p_t.sum(1, keepdim=True)
+    ratio = torch.where(mask, torch.ones_like(p_t), p_t / p_s.clamp_min(1e-30))
+    return T**2 * (p_t * ratio.log()).sum(1)
+
+
+def nckd_mdistiller_style(s, t, y, T):
+    # the authors' trick: push the target logit down by 1000 before the softmax
+    mask = _target_mask(s, y)
+    log_p_s = F.log_softmax(s / T - 1000.0 * mask, dim=1)
+    p_t = F.softmax(t / T - 1000.0 * mask, dim=1)
+    return T**2 * F.kl_div(log_p_s, p_t, reduction="none").sum(1)
+
+
+def nckd_without_t2(s, t, y, T):
+    return nckd_mdistiller_style(s, t, y, T) / T**2
+
+
+def nckd_not_renormalised(s, t, y, T):
+    mask = _target_mask(s, y)
+    log_p_s, log_p_t = F.log_softmax(s / T, 1), F.log_softmax(t / T, 1)
+    return T**2 * (log_p_t.exp() * (log_p_t - log_p_s)).masked_fill(mask, 0.0).sum(1)
+
+
+def nckd_weighted_by_teacher(s, t, y, T):
+    p_target = F.softmax(t / T, 1).gather(1, y.unsqueeze(1)).squeeze(1)
+    return (1 - p_target) * nckd_mdistiller_style(s, t, y, T)
+
+
+def nckd_whole_kd(s, t, y, T):
+    return T**2 * F.kl_div(F.log_softmax(s / T, 1), F.softmax(t / T, 1), reduction="none").sum(1)
+
+
+def nckd_reversed(s, t, y, T):
+    return nckd_mdistiller_style(t, s, y, T)
+
+
+def nckd_batch_mean(s, t, y, T):
+    return nckd_mdistiller_style(s, t, y, T).mean()
+
+
 CHECKER_CASES = {
+    "check_nckd": {
+        "correct": [nckd_reference, nckd_with_probabilities, nckd_mdistiller_style],
+        "wrong": [
+            (nckd_without_t2, "T² = 16 times too small"),
+            (nckd_not_renormalised, "renormalise over the non-target classes first"),
+            (nckd_weighted_by_teacher, "you returned (1 − p_t^T) · NCKD"),
+            (nckd_whole_kd, "you returned the whole KD loss"),
+            (nckd_reversed, "KL arguments reversed?"),
+            (nckd_batch_mean, "return one value per sample"),
+        ],
+    },
     "check_softmax_with_temperature": {
         "correct": [softmax_reference, softmax_by_hand, softmax_via_logsumexp],
         "wrong": [

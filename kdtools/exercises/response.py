@@ -1,0 +1,115 @@
+r"""Checkers of Module 2 (response-based knowledge): the non-target-class term of Decoupled KD.
+
+Reference: :func:`kdtools.losses.dkd_terms` (its second output).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..losses import dkd_terms as _dkd_terms
+from ._harness import Case, ErrorHint, Mistake, run_checks
+
+__all__ = ["check_nckd"]
+
+
+def _nckd_reference(student_logits, teacher_logits, target, temperature):
+    return _dkd_terms(student_logits, teacher_logits, target, temperature)[1]
+
+
+def _logits(seed: int, batch: int, classes: int, scale: float) -> torch.Tensor:
+    # a private generator: checking must not move the notebook's random state
+    return scale * torch.randn(batch, classes, generator=torch.Generator().manual_seed(seed))
+
+
+def _case(description, seed, batch, classes, temperature, gradient=False, teacher_scale=4.0, confident=False):
+    def make_args():
+        target = torch.randint(0, classes, (batch,), generator=torch.Generator().manual_seed(seed + 7))
+        student = _logits(seed, batch, classes, 2.0)
+        teacher = _logits(seed + 1, batch, classes, teacher_scale)
+        if confident:  # the teacher is very sure of the target: p_t ~ 1, yet NCKD is well defined
+            teacher[torch.arange(batch), target] += 60.0
+        return student, teacher, target, temperature
+
+    return Case(description, make_args, {"T": temperature, "T2": temperature**2, "B": batch}, gradient)
+
+
+def _cases():
+    return [
+        _case("3 samples × 6 classes, T = 4", 60, 3, 6, 4.0),
+        _case("5 samples × 10 classes, T = 1", 62, 5, 10, 1.0),
+        _case("4 samples × 10 classes, T = 2, a teacher that is almost one-hot on the target", 64, 4, 10, 2.0,
+              confident=True),
+        _case("the gradient with respect to 4 × 10 student logits, T = 4", 66, 4, 10, 4.0, gradient=True),
+    ]
+
+
+def _mask(logits, target):
+    return torch.zeros_like(logits, dtype=torch.bool).scatter_(1, target.unsqueeze(1), True)
+
+
+def _non_target_log_probs(logits, target, temperature, renormalise=True):
+    log_p = torch.log_softmax(logits / temperature, dim=-1)
+    if renormalise:
+        masked = log_p.masked_fill(_mask(logits, target), float("-inf"))
+        log_p = log_p - torch.logsumexp(masked, dim=-1, keepdim=True)
+    return log_p
+
+
+def _kl_non_target(log_p, log_q, mask):
+    return (log_p.exp() * (log_p - log_q)).masked_fill(mask, 0.0).sum(dim=-1)
+
+
+def _nckd_variant(s, t, y, T, renormalise=True, t2=True, reverse=False):
+    mask = _mask(s, y)
+    log_s = _non_target_log_probs(s, y, T, renormalise)
+    log_t = _non_target_log_probs(t, y, T, renormalise)
+    kl = _kl_non_target(log_s, log_t, mask) if reverse else _kl_non_target(log_t, log_s, mask)
+    return (T**2 if t2 else 1.0) * kl
+
+
+def _full_kd(s, t, y, T):
+    log_s, log_t = torch.log_softmax(s / T, -1), torch.log_softmax(t / T, -1)
+    return T**2 * (log_t.exp() * (log_t - log_s)).sum(-1)
+
+
+def _coupled(s, t, y, T):
+    tckd, nckd, weight = _dkd_terms(s, t, y, T)
+    return weight * nckd
+
+
+_MISTAKES = [
+    Mistake("your value is T² = {T2:g} times too small: did you forget the T² factor?",
+            lambda s, t, y, T: _nckd_variant(s, t, y, T, t2=False)),
+    Mistake("renormalise over the non-target classes first: p̂_j = p_j / (1 − p_t) for j ≠ t. Without it you "
+            "computed Σ_{{j≠t}} p_j log(p_j^T / p_j^S) of the raw probabilities.",
+            lambda s, t, y, T: _nckd_variant(s, t, y, T, renormalise=False)),
+    Mistake("you returned (1 − p_t^T) · NCKD, the term as KD weighs it. NCKD itself is not multiplied by the "
+            "teacher's non-target mass: that coupling is exactly what DKD removes.",
+            _coupled),
+    Mistake("you returned the whole KD loss: leave out the target class (mask it) and renormalise the rest.",
+            _full_kd),
+    Mistake("KL arguments reversed? NCKD = KL(p̂_teacher ‖ p̂_student) = Σ p̂_t (log p̂_t − log p̂_s).",
+            lambda s, t, y, T: _nckd_variant(s, t, y, T, reverse=True)),
+    Mistake("return one value per sample (shape [{B}]), not their mean over the batch.",
+            lambda s, t, y, T: _nckd_reference(s, t, y, T).mean()),
+    Mistake("divide both logits by T before the softmax (your value is the T = 1 divergence times T²).",
+            lambda s, t, y, T: T**2 * _nckd_reference(s, t, y, 1.0)),
+]
+
+_GATHER_HINT = ErrorHint(r"gather|scatter|index",
+                         "index the target class with a boolean mask built by "
+                         "`torch.zeros_like(logits, dtype=torch.bool).scatter_(1, target.unsqueeze(1), True)`.")
+
+
+def check_nckd(fn) -> bool:
+    r"""Check ``fn(student_logits, teacher_logits, target, temperature)`` = per-sample
+    :math:`T^2\,\mathrm{KL}(\hat p^{T}\,\|\,\hat p^{S})` over the non-target classes, shape ``[B]``.
+
+    Four checks: T = 4, 1, a nearly one-hot teacher (p_t ≈ 1) at T = 2, and the gradient.
+    """
+    return run_checks(
+        fn, name="nckd", signature="nckd(student_logits, teacher_logits, target, temperature)",
+        reference=_nckd_reference, cases=_cases(), mistakes=_MISTAKES, error_hints=[_GATHER_HINT],
+        nonfinite_hint="nan or inf: log(1 − p_t) or log(p̂) of a probability that rounded to 0. Work with "
+                       "log_softmax and logsumexp over the non-target classes.",
+        covers="T = 1, 2 and 4, a nearly one-hot teacher, gradients", atol=1e-5)
