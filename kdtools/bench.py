@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -52,6 +52,27 @@ def count_macs(model: nn.Module, input_shape: Sequence[int] = (1, 1, 28, 28)) ->
     return macs
 
 
+def median_call_ms(fn: Callable, *args: Any, warmup: int = 5, repeats: int = 30) -> float:
+    """Median wall-clock time in milliseconds of ``fn(*args)`` after ``warmup`` untimed calls.
+
+    Works for any predictor (a torch model, a scikit-learn ``predict_proba``, an ensemble). Warm-up
+    calls pay for allocation and cold caches; the median ignores the occasional call slowed down by
+    another process.
+    """
+    if not callable(fn):
+        raise ValueError(f"fn must be callable, got {type(fn).__name__}")
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    for _ in range(warmup):
+        fn(*args)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
 @torch.no_grad()
 def cpu_latency_ms(model: nn.Module, input_shape: Sequence[int] = (1, 1, 28, 28), warmup: int = 10,
                    repeats: int = 50, threads: int | None = None) -> float:
@@ -60,8 +81,6 @@ def cpu_latency_ms(model: nn.Module, input_shape: Sequence[int] = (1, 1, 28, 28)
     threads: torch CPU threads during the measurement (default: leave the current setting).
     The model is copied to the CPU in eval mode; the original is untouched.
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     import copy
 
     cpu_model = copy.deepcopy(model).cpu().eval()
@@ -70,16 +89,9 @@ def cpu_latency_ms(model: nn.Module, input_shape: Sequence[int] = (1, 1, 28, 28)
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        for _ in range(warmup):
-            cpu_model(x)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            cpu_model(x)
-            times.append((time.perf_counter() - start) * 1e3)
+        return median_call_ms(cpu_model, x, warmup=warmup, repeats=repeats)
     finally:
         torch.set_num_threads(old_threads)
-    return statistics.median(times)
 
 
 def throughput(model: nn.Module, batch_size: int = 256, input_shape: Sequence[int] = (1, 28, 28), **kwargs) -> float:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import math
 import numbers
-import statistics
-import time
 from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from .bench import median_call_ms
 
 __all__ = ["nearest_neighbours", "munge_step", "munge", "retained_fraction", "count_stored_values", "latency_ms"]
 
@@ -188,21 +188,6 @@ def count_stored_values(obj: Any) -> int:
 
 
 def latency_ms(fn: Callable, *args: Any, warmup: int = 5, repeats: int = 30) -> float:
-    """Median wall-clock time in milliseconds of ``fn(*args)`` after ``warmup`` calls.
-
-    The analogue of :func:`kdtools.bench.cpu_latency_ms` for any predictor (a scikit-learn
-    ``predict_proba``, an ensemble's averaging function, a torch model under ``no_grad``). The median
-    makes it robust to other processes briefly taking the CPU.
-    """
-    if not callable(fn):
-        raise ValueError(f"fn must be callable, got {type(fn).__name__}")
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    for _ in range(warmup):
-        fn(*args)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(*args)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    """Median wall-clock time in milliseconds of ``fn(*args)`` after ``warmup`` calls: the analogue of
+    :func:`kdtools.bench.cpu_latency_ms` for any predictor (see :func:`kdtools.bench.median_call_ms`)."""
+    return median_call_ms(fn, *args, warmup=warmup, repeats=repeats)

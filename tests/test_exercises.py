@@ -512,7 +512,6 @@ def ece_floor_clamped(probs, labels, n_bins):
     confidence, predicted = probs.max(dim=-1)
     correct = (predicted == labels).double()
     bins = (confidence * n_bins).long().clamp(max=n_bins - 1)
-    count = torch.bincount(bins, minlength=n_bins)
     gap = (torch.bincount(bins, correct, minlength=n_bins) - torch.bincount(bins, confidence, minlength=n_bins)).abs()
     return (gap / len(labels)).sum()  # |sum(correct) - sum(conf)| / n = |B_m|/n · |acc - conf|
 
@@ -638,7 +637,73 @@ def nckd_batch_mean(s, t, y, T):
     return nckd_mdistiller_style(s, t, y, T).mean()
 
 
+
+# ----------------------------------------------------------------------------- bias shift (vanilla KD)
+def bias_shift_reference(z, y, c, k):
+    return exercises.response._bias_shift_reference(z, y, c, k)
+
+
+def bias_shift_loop(z, y, c, k):
+    best, best_acc = k[0], -1.0
+    for shift in k:
+        shifted = z.clone()
+        shifted[:, c] += shift
+        acc = (shifted.argmax(1) == y).double().mean().item()
+        if acc > best_acc:
+            best, best_acc = shift, acc
+    return best
+
+
+def bias_shift_class_recall(z, y, c, k):
+    recalls = []
+    for shift in k:
+        shifted = z.clone()
+        shifted[:, c] += shift
+        recalls.append((shifted.argmax(1) == y)[y == c].double().mean())
+    return k[int(torch.argmax(torch.stack(recalls)))]
+
+
+def bias_shift_subtracted(z, y, c, k):
+    return bias_shift_reference(z, y, c, -k) * -1
+
+
+def bias_shift_last_tie(z, y, c, k):
+    best, best_acc = k[0], -1.0
+    for shift in k:
+        shifted = z.clone()
+        shifted[:, c] += shift
+        acc = (shifted.argmax(1) == y).double().mean().item()
+        if acc >= best_acc:
+            best, best_acc = shift, acc
+    return best
+
+
+def bias_shift_returns_accuracy(z, y, c, k):
+    return torch.stack([((z + shift * F.one_hot(torch.tensor(c), z.shape[1])).argmax(1) == y).double().mean()
+                        for shift in k]).max()
+
+
+def bias_shift_returns_index(z, y, c, k):
+    return torch.stack([((z + shift * F.one_hot(torch.tensor(c), z.shape[1])).argmax(1) == y).double().mean()
+                        for shift in k]).argmax()
+
+
+def bias_shift_as_float(z, y, c, k):
+    return float(bias_shift_reference(z, y, c, k))
+
+
 CHECKER_CASES = {
+    "check_find_bias_shift": {
+        "correct": [bias_shift_reference, bias_shift_loop],
+        "wrong": [
+            (bias_shift_class_recall, "you maximised the accuracy on class"),
+            (bias_shift_subtracted, "you subtracted the shift"),
+            (bias_shift_last_tie, "return the FIRST one"),
+            (bias_shift_returns_accuracy, "you returned the best accuracy"),
+            (bias_shift_returns_index, "you returned the position of the best shift"),
+            (bias_shift_as_float, "returned a Python number"),
+        ],
+    },
     "check_nckd": {
         "correct": [nckd_reference, nckd_with_probabilities, nckd_mdistiller_style],
         "wrong": [
