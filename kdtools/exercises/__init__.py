@@ -17,7 +17,7 @@ from .foundations import check_generalized_distillation_loss
 from .foundations import check_munge_step
 from .foundations import check_distillation_objective, check_median_latency
 from .foundations import check_expected_calibration_error, check_label_smoothing_loss
-from .response import check_nckd
+from .response import check_find_bias_shift, check_nckd
 
 # Every checker of the course; tests/test_exercises.py requires wrong-answer tests for each of them.
 CHECKERS = {
@@ -30,6 +30,7 @@ CHECKERS = {
     "check_label_smoothing_loss": check_label_smoothing_loss,
     "check_expected_calibration_error": check_expected_calibration_error,
     "check_nckd": check_nckd,
+    "check_find_bias_shift": check_find_bias_shift,
 }
 
 __all__ = ["CHECKERS", "Case", "ErrorHint", "Mistake", "run_checks", *CHECKERS]

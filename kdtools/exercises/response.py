@@ -9,7 +9,7 @@ import torch
 from ..losses import dkd_terms as _dkd_terms
 from ._harness import Case, ErrorHint, Mistake, run_checks
 
-__all__ = ["check_nckd"]
+__all__ = ["check_nckd", "check_find_bias_shift"]
 
 
 def _nckd_reference(student_logits, teacher_logits, target, temperature):
@@ -113,3 +113,101 @@ def check_nckd(fn) -> bool:
         nonfinite_hint="nan or inf: log(1 − p_t) or log(p̂) of a probability that rounded to 0. Work with "
                        "log_softmax and logsumexp over the non-target classes.",
         covers="T = 1, 2 and 4, a nearly one-hot teacher, gradients", atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- bias shift (vanilla KD)
+def _bias_shift_reference(logits, labels, cls, candidates):
+    # accuracy for every candidate at once: [K, N] predictions
+    shifted = logits.unsqueeze(0) + candidates.reshape(-1, 1, 1) * torch.nn.functional.one_hot(
+        torch.tensor(cls), logits.shape[1]).to(logits.dtype)
+    accuracy = (shifted.argmax(dim=-1) == labels).to(torch.float64).mean(dim=-1)
+    return candidates[int(torch.argmax(accuracy))]  # torch.argmax returns the first maximum
+
+
+def _shift_accuracies(logits, labels, cls, candidates, sign=1.0, column=True, metric="all"):
+    accs = []
+    for c in candidates:
+        z = logits.clone()
+        if column:
+            z[:, cls] += sign * c
+        else:
+            z[cls] += sign * c
+        correct = z.argmax(-1) == labels
+        if metric == "class":
+            correct = correct[labels == cls]
+        accs.append(correct.double().mean())
+    return torch.stack(accs)
+
+
+def _bias_shift_case(description, seed, n, classes, cls, candidates, deficit):
+    def make_args():
+        gen = torch.Generator().manual_seed(seed)
+        labels = torch.randint(0, classes, (n,), generator=gen)
+        logits = 2.0 * torch.randn(n, classes, generator=gen, dtype=torch.float64)
+        logits += 3.0 * torch.nn.functional.one_hot(labels, classes)
+        logits[:, cls] -= deficit  # a class the model has learned to under-predict
+        return logits, labels, cls, torch.tensor(candidates, dtype=torch.float64)
+
+    return Case(description, make_args, {"cls": cls})
+
+
+def _tied_case():
+    def make_args():
+        # 3 of 4 examples are right for every shift in [1, 3], so the first of them must be returned
+        logits = torch.tensor([[0.0, 2.0, 0.5], [0.0, 0.5, 1.0], [3.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+                              dtype=torch.float64)
+        labels = torch.tensor([2, 2, 0, 1])
+        return logits, labels, 2, torch.tensor([0.0, 1.0, 2.0, 3.0, 5.0], dtype=torch.float64)
+
+    return Case("4 examples where the shifts 1, 2 and 3 tie: return the first", make_args, {"cls": 2})
+
+
+def _bias_shift_cases():
+    return [
+        _bias_shift_case("300 examples × 5 classes, class 2 under-predicted by 3, candidates −2 … 6",
+                         70, 300, 5, 2, [-2.0 + 0.5 * k for k in range(17)], 3.0),
+        _bias_shift_case("500 examples × 10 classes, class 3 under-predicted by 5, candidates 0 … 8",
+                         71, 500, 10, 3, [0.5 * k for k in range(17)], 5.0),
+        _tied_case(),
+        _bias_shift_case("200 examples × 4 classes, a well calibrated class 0: the best shift is near 0",
+                         72, 200, 4, 0, [-3.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0], 0.0),
+    ]
+
+
+def _pick(candidates, accuracies, last=False):
+    if last:
+        return candidates[len(accuracies) - 1 - int(torch.argmax(accuracies.flip(0)))]
+    return candidates[int(torch.argmax(accuracies))]
+
+
+_BIAS_SHIFT_MISTAKES = [
+    Mistake("you maximised the accuracy on class {cls} alone: its recall only grows with the shift, while the "
+            "other classes lose examples to it. Choose the shift that maximises the accuracy over ALL examples.",
+            lambda z, y, c, k: _pick(k, _shift_accuracies(z, y, c, k, metric="class"))),
+    Mistake("you subtracted the shift: raise the logit of class {cls}, logits[:, {cls}] + shift.",
+            lambda z, y, c, k: _pick(k, _shift_accuracies(z, y, c, k, sign=-1.0))),
+    Mistake("you shifted row {cls} (one example) instead of column {cls} (the logit of class {cls} of every "
+            "example): use logits[:, {cls}].",
+            lambda z, y, c, k: _pick(k, _shift_accuracies(z, y, c, k, column=False))),
+    Mistake("among equally good shifts return the FIRST one (torch.argmax does; `>=` in a loop keeps the last).",
+            lambda z, y, c, k: _pick(k, _shift_accuracies(z, y, c, k), last=True)),
+    Mistake("you returned the best accuracy; return the shift that achieves it (candidates[best]).",
+            lambda z, y, c, k: _shift_accuracies(z, y, c, k).max()),
+    Mistake("you returned the position of the best shift; return the shift itself, candidates[position].",
+            lambda z, y, c, k: torch.argmax(_shift_accuracies(z, y, c, k))),
+]
+
+
+def check_find_bias_shift(fn) -> bool:
+    r"""Check ``fn(logits, labels, cls, candidates)``: the candidate :math:`b` maximising the accuracy of
+    :math:`\arg\max_j (z_j + b\,[j = \mathrm{cls}])` over all examples (the first one if several tie),
+    returned as a 0-d tensor (``candidates[i]``).
+
+    Hinton et al. (2015), section 3: a student distilled without any 3s learns too low a bias for class 3;
+    raising it by an amount chosen on held-out data recovers most test 3s. Four checks: two
+    under-predicted classes, a tie, a class that needs no shift.
+    """
+    return run_checks(
+        fn, name="find_bias_shift", signature="find_bias_shift(logits, labels, cls, candidates)",
+        reference=_bias_shift_reference, cases=_bias_shift_cases(), mistakes=_BIAS_SHIFT_MISTAKES,
+        covers="two under-predicted classes, ties, a class that needs no shift", atol=1e-9)
