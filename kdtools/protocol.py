@@ -207,7 +207,9 @@ def record(recorder, method: str, histories: Sequence[History], protocol: Option
     protocol = protocol or active_protocol()
     if len(histories) != len(protocol.seeds):
         raise ValueError(f"got {len(histories)} histories for the protocol's {len(protocol.seeds)} seeds")
+    uses_teacher = method not in METHODS or METHODS[method](protocol).uses_teacher
     for seed, history in zip(protocol.seeds, histories):
         for metric, value in (("last_acc", history.last_acc), ("best_acc", history.best_acc)):
-            recorder.record(method, metric, value, teacher=protocol.teacher, student=protocol.student,
+            recorder.record(method, metric, value, teacher=protocol.teacher if uses_teacher else "-",
+                            student=protocol.student,
                             seed=seed, epochs=history.epochs, protocol="shared")

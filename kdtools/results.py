@@ -101,13 +101,15 @@ def _format_value(value: float) -> str:
 
 
 def render_table(rows: Iterable[dict]) -> str:
-    """A Markdown table of the rows; rows that differ only by seed are merged into mean ± std (n)."""
+    """Markdown tables of the rows, one section per notebook; rows that differ only by seed are merged
+    into mean ± sample std, with the seeds listed."""
     groups: Dict[tuple, List[dict]] = {}
     for row in rows:
         key = (row["notebook"], row["method"], row["teacher"], row["student"], row["metric"], row["epochs"])
         groups.setdefault(key, []).append(row)
-    lines = ["| notebook | method | teacher | student | metric | value | seeds | epochs |",
-             "|---|---|---|---|---|---|---|---|"]
+    if not groups:
+        return "(no full-run results recorded yet)"
+    sections: Dict[str, List[str]] = {}
     for (notebook, method, teacher, student, metric, epochs), members in groups.items():
         values = [m["value"] for m in members]
         mean = sum(values) / len(values)
@@ -117,11 +119,14 @@ def render_table(rows: Iterable[dict]) -> str:
         else:
             shown = _format_value(mean)
         seeds = ", ".join(str(m["seed"]) for m in members if m["seed"] is not None) or "-"
-        lines.append(f"| {notebook} | {method} | {teacher} | {student} | {metric} | {shown} | {seeds} | "
-                     f"{epochs if epochs is not None else '-'} |")
-    if len(lines) == 2:
-        lines.append("| (no full-run results recorded yet) | | | | | | | |")
-    return "\n".join(lines)
+        sections.setdefault(notebook, []).append(
+            f"| {method} | {teacher} | {student} | {metric} | {shown} | {seeds} | "
+            f"{epochs if epochs is not None else '-'} |")
+    out = []
+    for notebook, lines in sections.items():
+        out += [f"## {notebook}", "", "| method | teacher | student | metric | value | seeds | epochs |",
+                "|---|---|---|---|---|---|---|", *lines, ""]
+    return "\n".join(out).rstrip()
 
 
 def render_page(page_text: str, rows: Iterable[dict]) -> str:

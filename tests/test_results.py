@@ -58,7 +58,7 @@ def test_table_merges_seeds_into_mean_and_std():
     rows = [{"notebook": "nb", "method": "KD", "teacher": "t", "student": "s", "metric": "acc", "value": v,
              "seed": i, "epochs": 5, "mode": "full"} for i, v in enumerate([97.0, 98.0, 99.0])]
     table = render_table(rows)
-    assert "| nb | KD | t | s | acc | 98 ± 1 | 0, 1, 2 | 5 |" in table
+    assert "## nb" in table and "| KD | t | s | acc | 98 ± 1 | 0, 1, 2 | 5 |" in table
 
 
 def test_render_page_replaces_only_the_marked_block():
