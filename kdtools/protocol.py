@@ -10,6 +10,7 @@ from 100 images per class, where the teacher's knowledge matters and methods dif
 """
 from __future__ import annotations
 
+import functools
 import statistics
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -126,13 +127,20 @@ def dkd_method(alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) 
                              "dkd": (_warmup(p), _dkd_term(alpha, beta, temperature))})
 
 
+@functools.lru_cache(maxsize=4)
+def _protocol_data(train_per_class: int, data_seed: int, test_per_class: Optional[int]):
+    # every method and seed of a notebook uses the same subsets: decode and select them once
+    train = load_mnist(True)
+    train = train.subset(stratified_subset(train.labels, per_class=train_per_class, seed=data_seed))
+    test = load_mnist(False)
+    if test_per_class is not None:
+        test = test.subset(stratified_subset(test.labels, per_class=test_per_class, seed=data_seed))
+    return train, test
+
+
 def loaders(protocol: Protocol, seed: int) -> Tuple[TensorLoader, TensorLoader]:
     """The protocol's training subset (fixed by ``data_seed``) shuffled by ``seed``, and the test set."""
-    train = load_mnist(True)
-    train = train.subset(stratified_subset(train.labels, per_class=protocol.train_per_class, seed=protocol.data_seed))
-    test = load_mnist(False)
-    if protocol.test_per_class is not None:
-        test = test.subset(stratified_subset(test.labels, per_class=protocol.test_per_class, seed=protocol.data_seed))
+    train, test = _protocol_data(protocol.train_per_class, protocol.data_seed, protocol.test_per_class)
     return TensorLoader(train, protocol.batch_size, shuffle=True, seed=seed), TensorLoader(test, 1000)
 
 
