@@ -167,8 +167,8 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
         terms: Optional[Mapping[str, Union[LossTerm, Tuple[Weight, LossTerm]]]] = None,
         teacher: Optional[nn.Module] = None, student_layers: Sequence[str] = (), teacher_layers: Sequence[str] = (),
         extra_modules: Iterable[nn.Module] = (), optimizer: str = "sgd", lr: float = 0.05, momentum: float = 0.9,
-        weight_decay: float = 5e-4, schedule: str = "cosine", cache_teacher_logits: bool = False,
-        device=None, seed: Optional[int] = None, progress: bool = True, desc: str = "") -> History:
+        weight_decay: float = 5e-4, schedule: str = "cosine", max_norm: Optional[float] = None,
+        cache_teacher_logits: bool = False, device=None, seed: Optional[int] = None, progress: bool = True, desc: str = "") -> History:
     """Train ``model`` for ``epochs`` on a weighted sum of loss terms and return its :class:`History`.
 
     terms: ``{name: (weight, term)}`` (or ``{name: term}`` for weight 1); a weight may be a function of
@@ -177,6 +177,9 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
     student_layers / teacher_layers: layer names hooked with :class:`FeatureExtractor`.
     extra_modules: trainable modules used inside terms (regressors, embedding heads); they are
         optimised with the model and put in train/eval mode with it.
+    max_norm: after every step, rescale each unit's incoming weight vector (a row of every
+        ``nn.Linear`` weight of ``model``) to an L2 norm of at most ``max_norm``: the weight constraint
+        of Srivastava et al. (2014) that Hinton et al. (2015) used for their dropout-trained MNIST nets.
     cache_teacher_logits: compute the teacher's logits once for the whole training set and look
         them up by example index. Valid only without augmentation and without teacher features.
     seed: re-seeds torch before training (dropout, initialisation of lazily built parts).
@@ -187,6 +190,8 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
         raise ValueError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
+    if max_norm is not None and not max_norm > 0:
+        raise ValueError(f"max_norm must be a positive number or None, got {max_norm!r}")
     if teacher_layers and teacher is None:
         raise ValueError(f"teacher_layers={list(teacher_layers)} given but no teacher")
     terms = _normalise_terms(terms or {"ce": (1.0, cross_entropy_term)})
@@ -197,6 +202,7 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
     model.to(device)
     for module in extra_modules:
         module.to(device)
+    constrained = [m.weight for m in model.modules() if isinstance(m, nn.Linear)] if max_norm else []
     params = [p for m in [model, *extra_modules] for p in m.parameters() if p.requires_grad]
     opt = OPTIMIZERS[optimizer](params, lr, weight_decay, momentum)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: SCHEDULES[schedule](e, epochs))
@@ -242,6 +248,10 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if constrained:
+                    with torch.no_grad():
+                        for weight in constrained:
+                            weight.copy_(torch.renorm(weight, p=2, dim=0, maxnorm=max_norm))
                 n = labels.shape[0]
                 seen += n
                 total += loss.item() * n

@@ -113,6 +113,25 @@ def test_extra_modules_are_optimised(small_mnist):
     assert not torch.equal(before, head.weight)
 
 
+def test_max_norm_caps_every_units_incoming_weights(small_mnist):
+    model = MLP((16,))
+    with torch.no_grad():
+        model.net.fc1.weight.mul_(10.0)  # start far outside the constraint
+    fit(model, *loaders(small_mnist), epochs=1, lr=0.1, max_norm=0.5, device="cpu", progress=False)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 2
+    for layer in linears:
+        row_norms = layer.weight.norm(dim=1)
+        assert row_norms.max().item() <= 0.5 + 1e-5
+        assert row_norms.max().item() > 0.45  # the constraint binds, it does not shrink everything
+    # without it the same training leaves the first layer's rows well above 0.5
+    free = MLP((16,))
+    with torch.no_grad():
+        free.net.fc1.weight.mul_(10.0)
+    fit(free, *loaders(small_mnist), epochs=1, lr=0.1, device="cpu", progress=False)
+    assert free.net.fc1.weight.norm(dim=1).max().item() > 1.0
+
+
 def test_history_last_and_best():
     h = History(train_loss=[1, 0.5, 0.4], test_acc=[90.0, 95.0, 94.0])
     assert (h.last_acc, h.best_acc, h.best_epoch, h.epochs) == (94.0, 95.0, 2, 3)
@@ -133,6 +152,8 @@ def test_evaluate_and_predict_logits_agree(small_mnist):
     ({"epochs": 1, "schedule": "wavy"}, "unknown schedule 'wavy'"),
     ({"epochs": 1, "terms": {"x": 3}}, r"terms\['x'\] must be a callable"),
     ({"epochs": 1, "teacher_layers": ["fc1"]}, "no teacher"),
+    ({"epochs": 1, "max_norm": 0.0}, "max_norm must be a positive number"),
+    ({"epochs": 1, "max_norm": -2.0}, r"got -2\.0"),
 ])
 def test_bad_options(small_mnist, kwargs, match):
     with pytest.raises(ValueError, match=match):
