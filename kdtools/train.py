@@ -168,7 +168,8 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
         teacher: Optional[nn.Module] = None, student_layers: Sequence[str] = (), teacher_layers: Sequence[str] = (),
         extra_modules: Iterable[nn.Module] = (), optimizer: str = "sgd", lr: float = 0.05, momentum: float = 0.9,
         weight_decay: float = 5e-4, schedule: str = "cosine", max_norm: Optional[float] = None,
-        cache_teacher_logits: bool = False, device=None, seed: Optional[int] = None, progress: bool = True, desc: str = "") -> History:
+        cache_teacher_logits: bool = False, device=None, seed: Optional[int] = None, progress: bool = True,
+        desc: str = "") -> History:
     """Train ``model`` for ``epochs`` on a weighted sum of loss terms and return its :class:`History`.
 
     terms: ``{name: (weight, term)}`` (or ``{name: term}`` for weight 1); a weight may be a function of
