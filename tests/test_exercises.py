@@ -859,14 +859,14 @@ def test_every_checker_is_tested_against_wrong_answers():
 
 @pytest.mark.parametrize("checker, fn", CORRECT, ids=[f"{n}-{f.__name__}" for n, f in CORRECT])
 def test_checker_accepts_a_correct_solution_in_one_line(checker, fn, capsys):
-    assert exercises.CHECKERS[checker](fn) is True
+    assert exercises.CHECKERS[checker](fn).passed is True
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1 and printed[0].startswith("✓"), printed
 
 
 @pytest.mark.parametrize("checker, fn, hint", WRONG, ids=[f"{n}-{f.__name__}" for n, f, _ in WRONG])
 def test_checker_rejects_a_wrong_solution_with_its_hint(checker, fn, hint, capsys):
-    assert exercises.CHECKERS[checker](fn) is False
+    assert exercises.CHECKERS[checker](fn).passed is False
     printed = capsys.readouterr().out
     assert printed.startswith("✗"), printed
     assert hint in printed, printed
@@ -887,7 +887,7 @@ def test_large_tensors_show_where_they_differ(capsys):
 
 
 def test_stub_says_not_implemented_without_traceback(capsys):
-    assert exercises.check_softmax_with_temperature(not_implemented) is False
+    assert exercises.check_softmax_with_temperature(not_implemented).passed is False
     printed = capsys.readouterr().out
     assert "not implemented yet" in printed and "Traceback" not in printed and "check 1/" not in printed
 
@@ -911,7 +911,7 @@ def _recurses(*args):
 ])
 @pytest.mark.parametrize("checker", sorted(exercises.CHECKERS))
 def test_checkers_never_raise_because_of_the_student(checker, fn, capsys):
-    assert exercises.CHECKERS[checker](fn) is False
+    assert exercises.CHECKERS[checker](fn).passed is False
     assert capsys.readouterr().out.startswith("✗")
 
 
@@ -922,7 +922,7 @@ def test_error_feedback_points_at_the_students_line(capsys):
 
 
 def test_passing_the_result_instead_of_the_function(capsys):
-    assert exercises.check_kd_loss(torch.tensor(1.0)) is False
+    assert exercises.check_kd_loss(torch.tensor(1.0)).passed is False
     assert "pass the function itself, without calling it: check_kd_loss(kd_loss)" in capsys.readouterr().out
 
 
@@ -936,8 +936,8 @@ def test_checkers_leave_the_global_random_state_alone():
 
 def test_gradients_are_checked_even_under_no_grad():
     with torch.no_grad():
-        assert exercises.check_kd_loss(reference_kd_loss) is True
-        assert exercises.check_kd_loss(kd_without_gradient) is False
+        assert exercises.check_kd_loss(reference_kd_loss).passed is True
+        assert exercises.check_kd_loss(kd_without_gradient).passed is False
 
 
 def test_checker_output_is_deterministic(capsys):
@@ -951,3 +951,13 @@ def test_hints_are_filled_in_from_the_case():
     hint = exercises.Mistake("T² = {T2:g}, B = {B}", lambda *a: None).hint
     case = exercises.Case("x", lambda: (), params={"T2": 16.0, "B": 3})
     assert hint.format(**case.params) == "T² = 16, B = 3"
+
+
+def test_checker_result_is_truthy_but_not_echoed_by_ipython(capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+    from kdtools.exercises import CheckResult
+
+    assert CheckResult(True) and not CheckResult(False) and CheckResult(True) == True  # noqa: E712
+    shell = InteractiveShell.instance()
+    shell.run_cell("from kdtools.exercises import CheckResult\nCheckResult(True)")
+    assert "True" not in capsys.readouterr().out

@@ -74,7 +74,7 @@ def exercise_cells():
              ''', tags=["solution"], output="3\n"),
         md("Because addition.", tags=["solution"]),
         end1,
-        code("# NBVAL_CHECK_OUTPUT\nexercises.check_add(add)", output="✓ add passed\n"),
+        code("exercises.check_add(add)", tags=["nbval-check-output"], output="✓ add passed\n"),
         md("""
            ````{exercise}
            :label: ex-why
@@ -175,8 +175,9 @@ def test_student_version_clears_what_depends_on_the_solutions(course):
     make_student.build(root)
     student = nbformat.read(root / "student" / "01_x" / "lesson.ipynb", as_version=4)
     cells = {text_of(c): c for c in student.cells if c.cell_type == "code"}
-    check = cells["exercises.check_add(add)"]  # the NBVAL marker goes with the reference output
+    check = cells["exercises.check_add(add)"]  # the nbval tag goes with the reference output
     assert check.outputs == [] and check.execution_count is None
+    assert "nbval-check-output" not in check.metadata.get("tags", [])
     assert cells["print(answer * 2)"].outputs == []
     assert cells["print(x)"].outputs[0]["text"] == "2\n" and cells["x = 2"].outputs
 

@@ -60,3 +60,25 @@ def test_repository_url_must_be_github(tmp_path):
     with pytest.raises(ValueError, match="repository.url"):
         sync_notebooks.repository(cfg)
     assert sync_notebooks.repository(ROOT / "_config.yml")[0].startswith("https://github.com/")
+
+
+def test_nbval_comment_markers_become_tags_and_recording_cells_fold():
+    cell = {"cell_type": "code", "metadata": {"tags": ["solution"]}, "outputs": [], "execution_count": 3,
+            "source": "# NBVAL_CHECK_OUTPUT\nprint(1)"}
+    facing = sync_notebooks.reader_facing(cell)
+    assert facing["source"] == "print(1)"
+    assert facing["metadata"]["tags"] == ["solution", "nbval-check-output"]
+    assert cell["source"].startswith("# NBVAL")  # the input is not modified
+    recording = {"cell_type": "code", "metadata": {}, "source": "recorder.record('KD', 'acc', 1.0)"}
+    assert sync_notebooks.reader_facing(recording)["metadata"]["tags"] == ["hide-input"]
+    plain = {"cell_type": "code", "metadata": {}, "source": "x = 1  # a NBVAL_CHECK_OUTPUT mention"}
+    assert sync_notebooks.reader_facing(plain) is plain
+    text = {"cell_type": "markdown", "metadata": {}, "source": "# NBVAL_SKIP"}
+    assert sync_notebooks.reader_facing(text) is text
+
+
+def test_committed_notebooks_show_no_nbval_comments():
+    for path in sync_notebooks.notebooks():
+        for cell in json.loads(path.read_text())["cells"]:
+            text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            assert "# NBVAL_" not in text, f"{path.name}: use the nbval-* cell tags (make sync converts them)"

@@ -10,7 +10,7 @@ folds the gate into a dropdown; this script turns the same cells into the studen
   docstring of each function (or class method) it defines, with ``raise NotImplementedError`` as the body
   (tagged ``raises-exception``); a solution markdown cell becomes an empty "Your answer" cell;
 * every later cell that uses a name the solutions define (the checker calls, say) loses its outputs and its
-  ``# NBVAL_CHECK_OUTPUT`` marker, since they showed the solution's results;
+  ``nbval-check-output`` tag, since they showed the solution's results;
 * ``{exercise}`` directives become plain numbered headings (Jupyter and Colab do not render MyST);
 * the Colab badge points at the student copy itself.
 
@@ -40,7 +40,7 @@ STUDENT_DIR = "student"
 SOLUTION_TAG = "solution"
 STUB_TAG = "raises-exception"  # nbval and the book accept an error from a cell with this tag
 EXERCISE_KEY = "kd_exercise"  # cell metadata of generated cells: "links" | "student-note" | "stub" | "answer"
-CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
+CHECK_TAG = "nbval-check-output"  # nbval compares the stored outputs of cells with this tag
 
 _FENCE = r"^(?P<fence>`{3,}|:{3,})\{%s\}[ \t]*(?P<argument>.*)$"
 _GATE_START = re.compile(_FENCE % "solution-start", re.M)
@@ -336,7 +336,11 @@ def _clear(cell: dict) -> dict:
     cell = copy.deepcopy(cell)
     cell["outputs"], cell["execution_count"] = [], None
     # the stored outputs were the reference; the student's own run produces different ones
-    cell["source"] = "\n".join(line for line in source(cell).split("\n") if line.strip() != CHECK_MARKER)
+    remaining = [tag for tag in tags(cell) if tag != CHECK_TAG]
+    if remaining:
+        cell.setdefault("metadata", {})["tags"] = remaining
+    else:
+        cell.get("metadata", {}).pop("tags", None)
     return cell
 
 

@@ -3,19 +3,28 @@
 The repository address lives only in `_config.yml` (``repository.url`` and ``branch``). Run
 ``python tools/sync_notebooks.py`` after changing it or adding a notebook; ``--check`` exits 1
 and names the notebooks whose header cells are out of sync (the test suite runs it).
+
+It also keeps tooling out of the reader's sight: an nbval comment marker such as
+``# NBVAL_CHECK_OUTPUT`` becomes the equivalent cell tag (``nbval-check-output``), and a cell that
+records results (``Recorder(...)`` / ``.record(...)``) is tagged ``hide-input`` so the book folds its code.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
 
+import nbformat
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER_KEY = "kd_header"  # cell metadata marking a generated cell: {"kd_header": "badge" | "install"}
+_NBVAL_MARKER = re.compile(r"^[ \t]*#[ \t]*(NBVAL_[A-Z_]+)[ \t]*$")
+_RECORDING = re.compile(r"\bRecorder\(|\.record\(")
+RECORDING_TAG = "hide-input"  # the book folds the code of recording cells behind a "show" toggle
 
 
 def repository(config_path: Path = ROOT / "_config.yml") -> tuple[str, str]:
@@ -56,31 +65,55 @@ def _source(cell: dict) -> str:
     return "".join(src) if isinstance(src, list) else src
 
 
+def reader_facing(cell: dict) -> dict:
+    """``cell`` with nbval comment markers turned into tags and recording code folded (a new dict)."""
+    if cell.get("cell_type") != "code":
+        return cell
+    lines = _source(cell).split("\n")
+    markers = [m.group(1) for m in map(_NBVAL_MARKER.match, lines) if m]
+    wanted = list(cell.get("metadata", {}).get("tags", []))
+    wanted += [m.lower().replace("_", "-") for m in markers]
+    if _RECORDING.search(_source(cell)):
+        wanted.append(RECORDING_TAG)
+    wanted = list(dict.fromkeys(wanted))
+    if not markers and wanted == cell.get("metadata", {}).get("tags", []):
+        return cell
+    new = {**cell, "metadata": {**cell.get("metadata", {}), "tags": wanted}}
+    if markers:
+        new["source"] = "\n".join(line for line in lines if not _NBVAL_MARKER.match(line)).lstrip("\n")
+    return new
+
+
 def sync(notebook_path: Path, url: str, branch: str, write: bool) -> bool:
-    """Bring one notebook's header cells in line; returns True if they were already in sync."""
+    """Bring one notebook's header cells and tooling tags in line; returns True if they already were."""
     nb = json.loads(notebook_path.read_text())
     wanted = header_cells(notebook_path, url, branch)
     current = [c for c in nb["cells"] if HEADER_KEY in c.get("metadata", {})]
-    in_sync = (
+    header_in_sync = (
         len(current) == len(wanted)
         and nb["cells"][:len(wanted)] == current
         and all(_source(c) == w["source"] and c["cell_type"] == w["cell_type"]
                 and c["metadata"].get(HEADER_KEY) == w["metadata"][HEADER_KEY] for c, w in zip(current, wanted))
     )
-    if in_sync or not write:
-        return in_sync
-    body = [c for c in nb["cells"] if HEADER_KEY not in c.get("metadata", {})]
-    # keep the execution count of an existing install cell so a run's counts stay in order
-    for old in current:
-        if old["cell_type"] == "code":
-            wanted[1]["execution_count"] = old.get("execution_count")
-    for cell, old in zip(wanted, current):
-        if "id" in old:
-            cell["id"] = old["id"]
-    for i, cell in enumerate(wanted):
-        cell.setdefault("id", f"kd-header-{i}")
-    nb["cells"] = wanted + body
-    notebook_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    facing = [reader_facing(c) for c in nb["cells"]]
+    if (header_in_sync and facing == nb["cells"]) or not write:
+        return header_in_sync and facing == nb["cells"]
+    if header_in_sync:
+        nb["cells"] = facing
+    else:
+        body = [c for c in facing if HEADER_KEY not in c.get("metadata", {})]
+        # keep the execution count of an existing install cell so a run's counts stay in order
+        for old in current:
+            if old["cell_type"] == "code":
+                wanted[1]["execution_count"] = old.get("execution_count")
+        for cell, old in zip(wanted, current):
+            if "id" in old:
+                cell["id"] = old["id"]
+        for i, cell in enumerate(wanted):
+            cell.setdefault("id", f"kd-header-{i}")
+        nb["cells"] = wanted + body
+    # nbformat's own layout (sources as lists of lines), as executed notebooks are stored
+    nbformat.write(nbformat.from_dict(nb), str(notebook_path))
     return False
 
 
@@ -97,7 +130,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for p in stale:
         print(f"{'out of sync' if args.check else 'updated'}: {p.relative_to(ROOT)}")
     if args.check and stale:
-        print("run `make sync` (python tools/sync_notebooks.py) to regenerate the header cells")
+        print("run `make sync` (python tools/sync_notebooks.py) to regenerate the header cells, turn nbval "
+              "comment markers into cell tags and fold recording cells")
         return 1
     return 0
 

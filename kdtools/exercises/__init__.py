@@ -2,8 +2,8 @@
 
 ``check_<name>(fn)`` runs the student's function on fixed cases (shapes, edge cases, gradients), compares
 it with the course's reference implementation and prints one line on success, or the failing case, the
-expected and received values and a hint aimed at the likely mistake. It returns ``True`` or ``False`` and
-never raises because of the student's code, so graders and tests can call it too::
+expected and received values and a hint aimed at the likely mistake. It returns a truthy or falsy
+:class:`CheckResult` (which a notebook does not echo) and never raises because of the student's code, so graders and tests can call it too::
 
     from kdtools import exercises
     exercises.check_kd_loss(kd_loss)
@@ -11,7 +11,7 @@ never raises because of the student's code, so graders and tests can call it too
 Checkers live in one module per course module (``foundations`` for Module 1, ...) and are built with
 :func:`~kdtools.exercises._harness.run_checks`; see ``book/exercises.md`` for how to add one.
 """
-from ._harness import Case, ErrorHint, Mistake, run_checks
+from ._harness import Case, CheckResult, ErrorHint, Mistake, run_checks
 from .foundations import check_kd_loss, check_softmax_with_temperature
 from .foundations import check_generalized_distillation_loss
 from .foundations import check_munge_step
@@ -33,4 +33,4 @@ CHECKERS = {
     "check_find_bias_shift": check_find_bias_shift,
 }
 
-__all__ = ["CHECKERS", "Case", "ErrorHint", "Mistake", "run_checks", *CHECKERS]
+__all__ = ["CHECKERS", "Case", "CheckResult", "ErrorHint", "Mistake", "run_checks", *CHECKERS]

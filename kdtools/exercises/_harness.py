@@ -240,19 +240,50 @@ class _Checker:
             self.check_gradient(number, case, args, got, ref_args, expected)
 
 
+class CheckResult:
+    """What a checker returns: truthy when every check passed.
+
+    A checker call is usually the last line of a notebook cell; a plain ``True`` there would be shown
+    under the ✓ line, so the result displays nothing in IPython and its ``repr`` is for scripts.
+    """
+
+    __slots__ = ("passed",)
+
+    def __init__(self, passed: bool):
+        self.passed = bool(passed)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __eq__(self, other: Any) -> bool:
+        return self.passed == (other.passed if isinstance(other, CheckResult) else other)
+
+    def __hash__(self) -> int:
+        return hash(self.passed)
+
+    def __repr__(self) -> str:
+        return f"CheckResult(passed={self.passed})"
+
+    def _ipython_display_(self) -> None:  # the ✓/✗ lines already said it
+        pass
+
+
+PASSED, FAILED = CheckResult(True), CheckResult(False)
+
+
 def run_checks(fn: Any, *, name: str, signature: str, reference: Callable, cases: Sequence[Case],
                mistakes: Sequence[Mistake] = (), error_hints: Sequence[ErrorHint] = (),
-               nonfinite_hint: str = "", covers: str = "", rtol: float = 1e-4, atol: float = 1e-6) -> bool:
+               nonfinite_hint: str = "", covers: str = "", rtol: float = 1e-4, atol: float = 1e-6) -> CheckResult:
     """Check ``fn`` against ``reference`` on every case; print one line on success, a diagnosis on failure.
 
-    Returns ``True`` if every case passes and ``False`` otherwise. It never raises because of ``fn``:
+    Returns a :class:`CheckResult`, truthy if every case passes. It never raises because of ``fn``:
     exceptions, wrong types and wrong shapes become feedback. Stops at the first failing case, whose
     description, expected and received values and hint are printed.
     """
     if not callable(fn):
         print(f"✗ {name}: expected a function, got {_describe(fn)}.\n"
               f"  Hint: pass the function itself, without calling it: check_{name}({name}).")
-        return False
+        return FAILED
     checker = _Checker(fn, name, signature, reference, cases, mistakes, error_hints, nonfinite_hint, rtol, atol)
     try:
         # Gradients are part of the checks even if the caller sits inside torch.no_grad().
@@ -261,10 +292,10 @@ def run_checks(fn: Any, *, name: str, signature: str, reference: Callable, cases
                 checker.run_case(number, case)
     except _Failure as failure:
         print("\n".join(failure.lines))
-        return False
+        return FAILED
     except Exception as error:  # a result so unusual that comparing it failed: still feedback, not a traceback
         print(f"✗ {name}: could not check your result ({type(error).__name__}: {error}).\n"
               f"  Hint: return a torch.Tensor computed from the inputs, as described in the exercise.")
-        return False
+        return FAILED
     print(f"✓ {name} passed all {len(cases)} checks" + (f": {covers}." if covers else "."))
-    return True
+    return PASSED

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import kd_loss as _kd_loss_reference
-from ._harness import Case, ErrorHint, Mistake, run_checks
+from ._harness import Case, CheckResult, ErrorHint, Mistake, run_checks
 
 __all__ = ["check_softmax_with_temperature", "check_kd_loss", "check_generalized_distillation_loss", "check_munge_step",
            "check_median_latency", "check_distillation_objective"]
@@ -89,7 +89,7 @@ _SOFTMAX_MISTAKES = [
 ]
 
 
-def check_softmax_with_temperature(fn) -> bool:
+def check_softmax_with_temperature(fn) -> CheckResult:
     r"""Check ``fn(logits, temperature)`` = :math:`\mathrm{softmax}(z / T)` over the last dimension.
 
     Seven checks: batches at T = 2, 1, 0.5 and 1000, logits of ±1e4 (overflow), a single vector and the
@@ -196,7 +196,7 @@ _KD_MISTAKES = [
 ]
 
 
-def check_kd_loss(fn) -> bool:
+def check_kd_loss(fn) -> CheckResult:
     r"""Check ``fn(student_logits, teacher_logits, temperature)`` against :func:`kdtools.losses.kd_loss`.
 
     That is :math:`T^2\,\mathrm{KL}(\mathrm{softmax}(z_t/T)\,\|\,\mathrm{softmax}(z_s/T))`, summed over the
@@ -296,7 +296,7 @@ _GD_MISTAKES = [
 ]
 
 
-def check_generalized_distillation_loss(fn) -> bool:
+def check_generalized_distillation_loss(fn) -> CheckResult:
     r"""Check ``fn(student_logits, labels, teacher_logits, temperature, imitation)`` against
     :func:`kdtools.privileged.generalized_distillation_loss`.
 
@@ -370,7 +370,7 @@ _MUNGE_MISTAKES = [
 ]
 
 
-def check_munge_step(fn) -> bool:
+def check_munge_step(fn) -> CheckResult:
     r"""Check ``fn(x, neighbour, swap, noise, s)`` against :func:`kdtools.compression.munge_step`.
 
     That is :math:`x'_a + \varepsilon_a |x_a - x'_a| / s` where ``swap`` is True and :math:`x_a` elsewhere.
@@ -432,7 +432,7 @@ _MEDIAN_LATENCY_MISTAKES = [
 ]
 
 
-def check_median_latency(fn) -> bool:
+def check_median_latency(fn) -> CheckResult:
     r"""Check ``fn(times_ms, warmup)``: the median of ``times_ms[..., warmup:]`` over the last dimension.
 
     The median of an even number of values is the mean of the two middle ones (as in
@@ -499,7 +499,7 @@ _OBJECTIVE_MISTAKES = [
 ]
 
 
-def check_distillation_objective(fn) -> bool:
+def check_distillation_objective(fn) -> CheckResult:
     r"""Check ``fn(student_logits, teacher_logits, labels, alpha, temperature)`` = Hinton et al.'s objective
     :math:`(1-\alpha)\,\mathrm{CE}(z_s, y) + \alpha\,T^2\,\mathrm{KL}(p_t^T \| p_s^T)`, each term averaged over
     the batch (the default of :func:`kdtools.train.distill`). Six checks: alpha = 0.7, 0, 1 and 0.5, T = 4, 2
@@ -586,7 +586,7 @@ _LS_MISTAKES = [
 ]
 
 
-def check_label_smoothing_loss(fn) -> bool:
+def check_label_smoothing_loss(fn) -> CheckResult:
     r"""Check ``fn(logits, labels, epsilon)`` = cross-entropy with the label-smoothed target
     :math:`y^{LS} = (1-\varepsilon)\,y + \varepsilon / C`, averaged over the batch
     (``F.cross_entropy(logits, labels, label_smoothing=epsilon)``). Six checks: ε = 0.1, 0, 0.3 and 1,
@@ -717,7 +717,7 @@ def _numbers_as_tensors(fn):
     return expected_calibration_error
 
 
-def check_expected_calibration_error(fn) -> bool:
+def check_expected_calibration_error(fn) -> CheckResult:
     r"""Check ``fn(probs, labels, n_bins)`` against :func:`kdtools.metrics.expected_calibration_error`:
     :math:`\sum_m \frac{|B_m|}{n}\,|\mathrm{acc}(B_m) - \mathrm{conf}(B_m)|` over ``n_bins`` equal-width
     confidence bins (Guo et al., 2017), as a fraction. ``fn`` may return a float or a 0-d tensor. Six checks:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ..losses import dkd_terms as _dkd_terms
-from ._harness import Case, ErrorHint, Mistake, run_checks
+from ._harness import Case, CheckResult, ErrorHint, Mistake, run_checks
 
 __all__ = ["check_nckd", "check_find_bias_shift"]
 
@@ -101,7 +101,7 @@ _GATHER_HINT = ErrorHint(r"gather|scatter|index",
                          "`torch.zeros_like(logits, dtype=torch.bool).scatter_(1, target.unsqueeze(1), True)`.")
 
 
-def check_nckd(fn) -> bool:
+def check_nckd(fn) -> CheckResult:
     r"""Check ``fn(student_logits, teacher_logits, target, temperature)`` = per-sample
     :math:`T^2\,\mathrm{KL}(\hat p^{T}\,\|\,\hat p^{S})` over the non-target classes, shape ``[B]``.
 
@@ -198,7 +198,7 @@ _BIAS_SHIFT_MISTAKES = [
 ]
 
 
-def check_find_bias_shift(fn) -> bool:
+def check_find_bias_shift(fn) -> CheckResult:
     r"""Check ``fn(logits, labels, cls, candidates)``: the candidate :math:`b` maximising the accuracy of
     :math:`\arg\max_j (z_j + b\,[j = \mathrm{cls}])` over all examples (the first one if several tie),
     returned as a 0-d tensor (``candidates[i]``).
