@@ -422,6 +422,10 @@ def ls_reference(logits, labels, epsilon):
     return F.cross_entropy(logits, labels, label_smoothing=epsilon)
 
 
+def ls_builtin_module(logits, labels, epsilon):
+    return torch.nn.CrossEntropyLoss(label_smoothing=epsilon)(logits, labels)
+
+
 def ls_by_hand(logits, labels, epsilon):
     num_classes = logits.shape[-1]
     target = (1 - epsilon) * F.one_hot(labels, num_classes) + epsilon / num_classes
@@ -457,6 +461,11 @@ def ls_swapped(logits, labels, epsilon):
 
 def ls_only_scaled(logits, labels, epsilon):
     return (1 - epsilon) * F.cross_entropy(logits, labels)
+
+
+def ls_only_scaled_plus_uniform(logits, labels, epsilon):
+    # the plain cross-entropy (label_smoothing=0) is allowed: only the built-in smoothing is forbidden
+    return (1 - epsilon) * F.cross_entropy(logits, labels) + epsilon * (-torch.log_softmax(logits, -1).mean(-1)).mean()
 
 
 def ls_summed_over_batch(logits, labels, epsilon):
@@ -816,8 +825,10 @@ CHECKER_CASES = {
         ],
     },
     "check_label_smoothing_loss": {
-        "correct": [ls_reference, ls_by_hand, ls_two_terms],
+        "correct": [ls_by_hand, ls_two_terms, ls_only_scaled_plus_uniform],
         "wrong": [
+            (ls_reference, "you called PyTorch's built-in label smoothing"),
+            (ls_builtin_module, "you called PyTorch's built-in label smoothing"),
             (ls_over_wrong_classes, "you spread epsilon over the C − 1 = 9 wrong classes"),
             (ls_without_one_minus_eps, "the one-hot part must be scaled by (1 − ε)"),
             (ls_uniform_summed, "(a mean, not a sum)"),
@@ -961,3 +972,13 @@ def test_checker_result_is_truthy_but_not_echoed_by_ipython(capsys):
     shell = InteractiveShell.instance()
     shell.run_cell("from kdtools.exercises import CheckResult\nCheckResult(True)")
     assert "True" not in capsys.readouterr().out
+
+
+def test_label_smoothing_checker_restores_cross_entropy(capsys):
+    builtin = F.cross_entropy
+    exercises.check_label_smoothing_loss(ls_reference)
+    exercises.check_label_smoothing_loss(ls_by_hand)
+    assert F.cross_entropy is builtin
+    # the reference and the mistake models still use the built-in smoothing outside the student's call
+    logits, labels = torch.randn(3, 5), torch.tensor([0, 2, 4])
+    assert torch.allclose(F.cross_entropy(logits, labels, label_smoothing=0.1), ls_by_hand(logits, labels, 0.1))

@@ -586,16 +586,51 @@ _LS_MISTAKES = [
 ]
 
 
+class ForbiddenFunction(RuntimeError):
+    """Raised inside a student's function when it calls what the exercise asks them to write themselves."""
+
+
+def _forbid_builtin_label_smoothing(fn):
+    # The exercise forbids F.cross_entropy's label_smoothing argument (and nn.CrossEntropyLoss's, which calls
+    # it): while the student's function runs, torch.nn.functional.cross_entropy refuses a non-zero value.
+    if not callable(fn):
+        return fn
+
+    def label_smoothing_loss(*args):
+        builtin = F.cross_entropy
+
+        def guarded(*call_args, **kwargs):
+            smoothing = kwargs.get("label_smoothing", call_args[7] if len(call_args) > 7 else 0.0)
+            if smoothing:
+                raise ForbiddenFunction(f"F.cross_entropy(..., label_smoothing={smoothing!r}) was called")
+            return builtin(*call_args, **kwargs)
+
+        F.cross_entropy = guarded
+        try:
+            return fn(*args)
+        finally:
+            F.cross_entropy = builtin
+
+    return label_smoothing_loss
+
+
 def check_label_smoothing_loss(fn) -> CheckResult:
     r"""Check ``fn(logits, labels, epsilon)`` = cross-entropy with the label-smoothed target
     :math:`y^{LS} = (1-\varepsilon)\,y + \varepsilon / C`, averaged over the batch
-    (``F.cross_entropy(logits, labels, label_smoothing=epsilon)``). Six checks: ε = 0.1, 0, 0.3 and 1,
-    very confident logits (numerical stability) and the gradient.
+    (``F.cross_entropy(logits, labels, label_smoothing=epsilon)``, which ``fn`` itself may not call: that is
+    the function the exercise asks for). Six checks: ε = 0.1, 0, 0.3 and 1, very confident logits
+    (numerical stability) and the gradient.
     """
     return run_checks(
-        fn, name="label_smoothing_loss", signature="label_smoothing_loss(logits, labels, epsilon)",
+        _forbid_builtin_label_smoothing(fn), name="label_smoothing_loss",
+        signature="label_smoothing_loss(logits, labels, epsilon)",
         reference=_label_smoothing_reference, cases=_ls_cases(), mistakes=_LS_MISTAKES,
-        error_hints=[_KEEPDIM_HINT, _LAST_DIM_HINT, _IN_PLACE_HINT,
+        error_hints=[ErrorHint(r"ForbiddenFunction",
+                               "you called PyTorch's built-in label smoothing (F.cross_entropy or "
+                               "nn.CrossEntropyLoss with label_smoothing=...), which is what this exercise asks "
+                               "you to write: build the smoothed target (1 − ε)·onehot(y) + ε / C yourself and "
+                               "take its cross-entropy with torch.log_softmax."),
+                     _KEEPDIM_HINT, _LAST_DIM_HINT, _IN_PLACE_HINT,
                      ErrorHint(r"one_hot is only applicable to index tensor|Expected.*Long",
                                "F.one_hot needs the integer labels (dtype long), not the logits or floats.")],
         nonfinite_hint="inf or nan: the log of a probability that underflowed to 0. Use torch.log_softmax.",
