@@ -1,9 +1,13 @@
 import json
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+import kd_book  # noqa: E402
 from tools import sync_notebooks  # noqa: E402
 
 
@@ -23,7 +27,9 @@ def test_header_cells_come_from_the_configured_repository(tmp_path):
     body = {"cell_type": "markdown", "metadata": {}, "source": "# Title"}
     path.write_text(json.dumps(_notebook([body])))
     cells = sync_notebooks.header_cells(path, "https://github.com/me/course", "dev", root=tmp_path)
-    assert "colab.research.google.com/github/me/course/blob/dev/notebooks/01_x/a.ipynb" in cells[0]["source"]
+    # the badge of a lesson opens its student copy, never the instructor copy with the solutions
+    assert "colab.research.google.com/github/me/course/blob/dev/student/01_x/a.ipynb)" in cells[0]["source"]
+    assert "/notebooks/" not in cells[0]["source"]
     assert 'kdtools @ git+https://github.com/me/course@dev' in cells[1]["source"]
     assert 'if "google.colab" in sys.modules' in cells[1]["source"]
 
@@ -82,3 +88,76 @@ def test_committed_notebooks_show_no_nbval_comments():
         for cell in json.loads(path.read_text())["cells"]:
             text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
             assert "# NBVAL_" not in text, f"{path.name}: use the nbval-* cell tags (make sync converts them)"
+
+
+def test_launch_paths_map_lessons_to_their_student_copy(tmp_path):
+    assert sync_notebooks.launch_path("notebooks/01_x/a.ipynb") == "student/01_x/a.ipynb"
+    assert sync_notebooks.launch_path("student/01_x/a.ipynb") == "student/01_x/a.ipynb"
+    assert sync_notebooks.launch_path("notebooks") == "notebooks"
+    assert sync_notebooks.launch_path("other/notebooks/a.ipynb") == "other/notebooks/a.ipynb"
+    lesson = tmp_path / "notebooks" / "02_y" / "b.ipynb"
+    assert sync_notebooks.colab_url(lesson, "https://github.com/me/course", "main", root=tmp_path) == \
+        "https://colab.research.google.com/github/me/course/blob/main/student/02_y/b.ipynb"
+
+
+def test_committed_badges_open_student_copies_that_exist():
+    url, branch = sync_notebooks.repository()
+    for path in sync_notebooks.notebooks():
+        badge = json.loads(path.read_text())["cells"][0]
+        text = "".join(badge["source"])
+        target = text.split(f"/blob/{branch}/", 1)[1].split(")", 1)[0]
+        assert target.startswith("student/"), f"{path.name}: the Colab badge opens {target}"
+        assert (ROOT / target).is_file(), f"{path.name}: {target} does not exist (make student)"
+
+
+# ----------------------------------------------------------------------------- book/_ext/kd_book.py
+@pytest.mark.parametrize("theme_url, expected", [
+    ("https://colab.research.google.com/github/me/course/blob/main/notebooks/01_x/a.ipynb",
+     "https://colab.research.google.com/github/me/course/blob/main/student/01_x/a.ipynb"),
+    ("https://mybinder.org/v2/gh/me/course/dev?urlpath=tree/notebooks/01_x/a.ipynb",
+     "https://mybinder.org/v2/gh/me/course/dev?urlpath=tree/student/01_x/a.ipynb"),
+    ("https://mybinder.org/v2/gh/me/course/dev?urlpath=lab/tree/notebooks/01_x/a.ipynb",
+     "https://mybinder.org/v2/gh/me/course/dev?urlpath=lab/tree/student/01_x/a.ipynb"),
+    # a repository named "notebooks" is not a path
+    ("https://colab.research.google.com/github/me/notebooks/blob/main/notebooks/a.ipynb",
+     "https://colab.research.google.com/github/me/notebooks/blob/main/student/a.ipynb"),
+])
+def test_theme_launch_urls_are_rewritten_to_the_student_copy(theme_url, expected):
+    assert kd_book.student_launch_url(theme_url) == expected
+
+
+def test_launch_buttons_of_a_lesson_page_open_the_student_copy(tmp_path):
+    (tmp_path / "student" / "01_x").mkdir(parents=True)
+    (tmp_path / "student" / "01_x" / "a.ipynb").write_text("{}")
+    app = type("App", (), {"srcdir": str(tmp_path)})()
+    colab = "https://colab.research.google.com/github/me/course/blob/main/notebooks/01_x/a.ipynb"
+    context = {"header_buttons": [
+        {"type": "group", "label": "download-buttons", "buttons": [{"type": "link", "url": "_sources/a.ipynb"}]},
+        {"type": "group", "label": "launch-buttons", "buttons": [{"type": "link", "url": colab, "tooltip": "Colab"}]},
+    ]}
+    kd_book.point_launch_buttons_at_student_copy(app, "notebooks/01_x/a", "page.html", context, None)
+    download, launch = context["header_buttons"]
+    assert launch["buttons"][0]["url"].endswith("/blob/main/student/01_x/a.ipynb")
+    assert download["buttons"][0]["url"] == "_sources/a.ipynb"  # the page's own source is left alone
+
+
+def test_duplicate_scripts_and_viewport_tags_are_dropped():
+    from sphinx.builders.html._assets import _JavaScript
+
+    thebe = "const THEBE_JS_URL = 'x'"
+    assets = [_JavaScript(None, body=thebe), _JavaScript("a.js"), _JavaScript("", body=thebe, priority=501),
+              _JavaScript("a.js", priority=200), _JavaScript("a.js", **{"async": "async"})]
+    kept = kd_book.unique_assets(assets)
+    assert [(a.filename, a.attributes.get("body")) for a in kept] == [(None, thebe), ("a.js", None), ("a.js", None)]
+    page = ('<head>\n<meta name="viewport" content="width=device-width, initial-scale=1.0" />\n'
+            '<meta name="x" />\n  <meta name="viewport" content="width=device-width, initial-scale=1"/>\n</head>')
+    assert kd_book.single_viewport(page) == \
+        '<head>\n<meta name="viewport" content="width=device-width, initial-scale=1.0" />\n<meta name="x" />\n</head>'
+
+
+@pytest.mark.parametrize("alt, uri, is_path", [
+    ("../../_images/c3c1.png", "../../_images/c3c1.png", True), ("_images/x.svg", "other", True), ("", "a.png", True),
+    ("Test error against n, log-log axes", "a.png", False), ("a plot of 2.5 vs x", "a.png", False),
+])
+def test_alt_texts_that_are_file_paths_are_recognised(alt, uri, is_path):
+    assert kd_book.is_path_alt(alt, uri) is is_path

@@ -1,5 +1,9 @@
 """Generate the first cells of every notebook from `_config.yml`: a Colab badge and an install cell.
 
+The badge opens the notebook's student copy (``student/...``, written by ``tools/make_student.py``): a
+reader who clicks it gets the exercises without their solutions. The instructor copy stays in the
+repository (``notebooks/...``).
+
 The repository address lives only in `_config.yml` (``repository.url`` and ``branch``). Run
 ``python tools/sync_notebooks.py`` after changing it or adding a notebook; ``--check`` exits 1
 and names the notebooks whose header cells are out of sync (the test suite runs it).
@@ -25,6 +29,7 @@ HEADER_KEY = "kd_header"  # cell metadata marking a generated cell: {"kd_header"
 _NBVAL_MARKER = re.compile(r"^[ \t]*#[ \t]*(NBVAL_[A-Z_]+)[ \t]*$")
 _RECORDING = re.compile(r"\bRecorder\(|\.record\(")
 RECORDING_TAG = "hide-input"  # the book folds the code of recording cells behind a "show" toggle
+INSTRUCTOR_DIR, STUDENT_DIR = "notebooks", "student"  # lessons with solutions; their generated student copies
 
 
 def repository(config_path: Path = ROOT / "_config.yml") -> tuple[str, str]:
@@ -36,10 +41,23 @@ def repository(config_path: Path = ROOT / "_config.yml") -> tuple[str, str]:
     return url.rstrip("/"), branch
 
 
-def header_cells(notebook_path: Path, url: str, branch: str, root: Path = ROOT) -> List[dict]:
-    rel = notebook_path.resolve().relative_to(root.resolve()).as_posix()
+def launch_path(rel: str) -> str:
+    """The notebook that Colab should open for ``rel`` (a path relative to the repository): the student copy
+    ``student/...`` of a lesson ``notebooks/...`` (``tools/make_student.py`` writes one for every lesson),
+    so that no link of the book opens the solutions; any other path is returned unchanged."""
+    head, _, rest = rel.partition("/")
+    return f"{STUDENT_DIR}/{rest}" if head == INSTRUCTOR_DIR and rest else rel
+
+
+def colab_url(notebook_path: Path, url: str, branch: str, root: Path = ROOT) -> str:
+    """The Colab address that opens ``notebook_path`` (its student copy, for a lesson) from the repository."""
+    rel = launch_path(notebook_path.resolve().relative_to(root.resolve()).as_posix())
     owner_repo = url.removeprefix("https://github.com/")
-    colab = f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}/{rel}"
+    return f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}/{rel}"
+
+
+def header_cells(notebook_path: Path, url: str, branch: str, root: Path = ROOT) -> List[dict]:
+    colab = colab_url(notebook_path, url, branch, root)
     badge = {
         "cell_type": "markdown",
         "metadata": {HEADER_KEY: "badge"},
