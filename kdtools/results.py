@@ -274,12 +274,26 @@ def lesson_order(root: Optional[Path]) -> List[str]:
     return [Path(m.group(1)).name for m in re.finditer(r"^\s*-?\s*file:\s*(\S+)\s*$", toc.read_text(), re.M)]
 
 
-def _notebook_doc(notebook: str, root: Optional[Path]) -> Optional[str]:
-    """The book's document path of a notebook (``/notebooks/01_x/name``), or ``None`` if it is not found."""
+def _notebook_file(notebook: str, root: Optional[Path]) -> Optional[Path]:
     if root is None or not (root / "notebooks").is_dir():
         return None
     found = sorted((root / "notebooks").rglob(f"{notebook}.ipynb"))
-    return "/" + found[0].relative_to(root).with_suffix("").as_posix() if found else None
+    return found[0] if found else None
+
+
+def _notebook_title(path: Path) -> Optional[str]:
+    """The text of the notebook's first ``# `` heading, if it has one."""
+    try:
+        cells = json.loads(path.read_text()).get("cells", [])
+    except (OSError, ValueError):
+        return None
+    for cell in cells:
+        if cell.get("cell_type") == "markdown":
+            src = cell.get("source", "")
+            match = re.search(r"^#[ \t]+(.+?)[ \t]*$", "".join(src) if isinstance(src, list) else src, re.M)
+            if match:
+                return match.group(1)
+    return None
 
 
 def _cell(text) -> str:
@@ -314,10 +328,12 @@ def render_table(rows: Iterable[dict], root: Optional[Path] = None, skipped: Ite
     out = []
     for notebook in sorted(lessons, key=rank):
         entries = lessons[notebook]
-        doc = _notebook_doc(notebook, root)
-        out += [f"## {{doc}}`{doc}`" if doc else f"## {notebook}", ""]
+        path = _notebook_file(notebook, root)
         lesson_rows = [r for _, members in entries for r in members]
-        out += [_test_set_sentence(lesson_rows), ""]
+        out += [f"## {(_notebook_title(path) if path else None) or notebook}", ""]
+        source = f"Measured in {{doc}}`the lesson </{path.relative_to(root).with_suffix('').as_posix()}>`. " \
+            if path else ""
+        out += [source + _test_set_sentence(lesson_rows), ""]
         with_setting = any(key[4] for key, _ in entries)
         header = ["method", "teacher", "student"] + (["setting"] if with_setting else []) + \
                  ["epochs", "metric", "value"]

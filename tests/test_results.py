@@ -146,19 +146,21 @@ def test_values_are_formatted_consistently():
 
 
 def test_lessons_link_their_notebook_in_course_order_and_state_the_test_set(tmp_path):
-    for rel in ("notebooks/01_a/second.ipynb", "notebooks/01_a/first.ipynb"):
+    for rel, title in (("notebooks/01_a/second.ipynb", "The second lesson"), ("notebooks/01_a/first.ipynb", None)):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text("{}")
+        cells = [{"cell_type": "markdown", "source": ["(label)=\n", f"# {title}\n", "text"]}] if title else []
+        (tmp_path / rel).write_text(json.dumps({"cells": cells}))
     (tmp_path / "_toc.yml").write_text("root: intro\nchapters:\n  - file: notebooks/01_a/first\n"
                                       "  - file: notebooks/01_a/second\n")
     rows = (_rows(LAST, [97.0], "second", test_images=10000)
             + _rows(LAST, [95.0], "first", test_images=10000, setting="5 epochs")
             + _rows(BEST, [95.0], "first"))
     table = render_table(rows, root=tmp_path)
-    first, second = table.index("## {doc}`/notebooks/01_a/first`"), table.index("## {doc}`/notebooks/01_a/second`")
+    first, second = table.index("## first\n"), table.index("## The second lesson\n")  # a title, else the name
     assert first < second
-    assert "Test set: 10\u2009000 images (not recorded for every row)." in table[first:second]
-    assert "Test set: 10\u2009000 images." in table[second:]
+    assert ("Measured in {doc}`the lesson </notebooks/01_a/first>`. "
+            "Test set: 10\u2009000 images (not recorded for every row).") in table[first:second]
+    assert "{doc}`the lesson </notebooks/01_a/second>`. Test set: 10\u2009000 images." in table[second:]
     assert "| method | teacher | student | setting | epochs | metric | value |" in table[first:second]
     assert "| KD | t | s | 5 epochs | 5 | test accuracy, last epoch (%) | 95.00 (1 seed) |" in table
     assert "| method | teacher | student | epochs | metric | value |" in table[second:]
