@@ -203,8 +203,13 @@ class Recorder:
         tmp.replace(self.path)
 
 
+def _key(row: dict) -> tuple:
+    # a legacy metric name counts as its shared name, so re-recording under the new name replaces it
+    return tuple(_legacy_rename(row.get(k)) or row.get(k) if k == "metric" else row.get(k) for k in KEY_FIELDS)
+
+
 def _same_key(a: dict, b: dict) -> bool:
-    return all(a.get(k) == b.get(k) for k in KEY_FIELDS)
+    return _key(a) == _key(b)
 
 
 def load(directory: Optional[Path] = None, skipped: Optional[List[str]] = None) -> List[dict]:
@@ -224,7 +229,8 @@ def load(directory: Optional[Path] = None, skipped: Optional[List[str]] = None) 
             skipped.append(f"`results/{path.name}` could not be read ({type(error).__name__}: {error})")
             continue
         unnamed = {}
-        for row in stored:
+        latest = {_key(row): row for row in stored}  # a file written by hand may repeat a key: the last wins
+        for row in (row for row in stored if latest[_key(row)] is row):
             name = _legacy_rename(row.get("metric", ""))
             if name is None:
                 unnamed[row.get("metric")] = unnamed.get(row.get("metric"), 0) + 1
@@ -393,8 +399,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"wrote {page}")
         return 0
     if argv[:1] == ["check"]:
-        for note in model_name_notes(load(root / "results")):
+        skipped: List[str] = []
+        for note in model_name_notes(load(root / "results", skipped)) + skipped:
             print(f"note: {note}")
+        if skipped:
+            print("note: a legacy row is replaced when its notebook records the same measurement under the shared "
+                  "name; delete the others with Recorder(<notebook>).forget(metric=<old name>)")
         if expected_page(root) != page.read_text():
             print(f"{page} is out of date: run `python -m kdtools.results render`")
             return 1

@@ -199,3 +199,20 @@ def test_committed_results_page_is_in_sync():
 
 def test_project_root_is_this_repository():
     assert results.project_root() == ROOT
+
+
+def test_recording_under_the_shared_name_replaces_a_legacy_row(tmp_path):
+    path = results_dir("full") / "nb.json"
+    path.parent.mkdir(parents=True)
+    legacy = {"method": "KD", "teacher": "t", "student": "s", "seed": 0, "epochs": 5, "mode": "full"}
+    path.write_text(json.dumps({"notebook": "nb", "mode": "full", "rows": [
+        {**legacy, "metric": "last_acc", "value": 90.0}, {**legacy, "metric": "last_acc", "value": 91.0, "seed": 1},
+        {**legacy, "metric": "last_acc_mean", "value": 90.5, "seed": None}]}))
+    Recorder("nb", mode="full").record("KD", LAST, 97.0, teacher="t", student="s", seed=0, epochs=5)
+    skipped = []
+    rows = load(skipped=skipped)
+    # seed 0 is the new row only (not averaged with its legacy twin); seed 1 is still the legacy one, renamed
+    assert sorted((r["seed"], r["value"]) for r in rows) == [(0, 97.0), (1, 91.0)]
+    assert "last_acc_mean" in skipped[0]  # kept, and still reported, until forgotten
+    Recorder("nb", mode="full").forget(metric="last_acc_mean")
+    assert load(skipped=(skipped := [])) and skipped == []
