@@ -54,8 +54,9 @@ window.addEventListener("load", function () {
         var ox = getComputedStyle(a).overflowX;
         if (ox !== "visible" && ox !== "clip" && a.getBoundingClientRect().right <= window.innerWidth + 1) return;
       }
-      wide.push(el.tagName.toLowerCase() + "." + (el.className || "").toString().split(" ").join(".")
-                  + " right=" + Math.round(r.right));
+      var name = function (e) { return e.tagName.toLowerCase() + (typeof e.className === "string" && e.className
+                                 ? "." + e.className.trim().split(/\s+/).join(".") : ""); };
+      wide.push((el.parentElement ? name(el.parentElement) + " > " : "") + name(el) + " right=" + Math.round(r.right));
     });
     var text = (document.querySelector("main") || document.body).innerText;
     var out = document.createElement("pre");
