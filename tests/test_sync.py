@@ -161,3 +161,27 @@ def test_duplicate_scripts_and_viewport_tags_are_dropped():
 ])
 def test_alt_texts_that_are_file_paths_are_recognised(alt, uri, is_path):
     assert kd_book.is_path_alt(alt, uri) is is_path
+
+
+# ----------------------------------------------------------------------------- tools/check_layout.py (static part)
+def test_layout_checker_flags_instructor_links_duplicates_and_path_alts(tmp_path):
+    from tools import check_layout
+
+    page = tmp_path / "lesson.html"
+    page.write_text(
+        '<meta name="viewport" content="a" />\n<meta name="viewport" content="b"/>\n'
+        "<script>const THEBE_JS_URL = 1</script>\n<script>const THEBE_JS_URL = 1</script>\n"
+        '<a href="https://colab.research.google.com/github/me/c/blob/main/notebooks/01_x/a.ipynb">Colab</a>\n'
+        '<a href="https://mybinder.org/v2/gh/me/c/main?urlpath=tree/student/01_x/a.ipynb">Binder</a>\n'
+        '<img alt="../_images/abc.png" src="../_images/abc.png" />\n'
+        f'<img alt="{kd_book.FALLBACK_ALT}" src="../_images/def.png" />\n'
+        '<img alt="Test error against n" src="../_images/ghi.png" />\n')
+    found = check_layout.static_checks(page)
+    assert found["launch links to the instructor copy"] == [
+        "https://colab.research.google.com/github/me/c/blob/main/notebooks/01_x/a.ipynb"]  # Binder opens student/
+    assert found["viewport tags"] == ["2"] and len(found["inline scripts repeated"]) == 1
+    assert found["figures whose alt text is a file path"] == ["../_images/abc.png"]
+    assert found["figures without a description (cell metadata mystnb.image.alt)"] == ["1"]
+    clean = tmp_path / "clean.html"
+    clean.write_text('<meta name="viewport" content="a" />\n<img alt="Test error against n" src="x.png" />\n')
+    assert check_layout.static_checks(clean) == {}

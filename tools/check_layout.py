@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+from kd_book import FALLBACK_ALT  # noqa: E402  (the alt text the book gives a figure without one)
 REPORT_ID = "kd-layout-report"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--hide-scrollbars", "--enable-logging=stderr",
@@ -145,12 +147,11 @@ def static_checks(page: Path) -> Dict[str, List[str]]:
     repeated = [body[:60] for body, n in inline.items() if n > 1]
     if repeated:
         found["inline scripts repeated"] = repeated
-    from_ext = "Figure produced by the code cell above"
     alts = re.findall(r'<img alt="([^"]*)" src="([^"]+)"', text)
     path_alts = [src for alt, src in alts if not alt or alt == src or re.search(r"\.(png|svg|jpe?g)$", alt)]
     if path_alts:
         found["figures whose alt text is a file path"] = path_alts
-    generic = [src for alt, src in alts if alt == from_ext]
+    generic = [src for alt, src in alts if alt == FALLBACK_ALT]
     if generic:
         found["figures without a description (cell metadata mystnb.image.alt)"] = [str(len(generic))]
     return found
