@@ -34,13 +34,14 @@ class Metric:
     """A metric of the shared vocabulary: the name notebooks record and readers see, and its precision."""
     name: str
     decimals: int  # mean and std are both shown with this many decimals
+    count: bool = False  # a whole number: one run's value is shown without decimals
 
 
 METRICS: Dict[str, Metric] = {m.name: m for m in (
     Metric("test accuracy, last epoch (%)", 2),
     Metric("test accuracy, best epoch (%)", 2),
-    Metric("test errors, last epoch", 1),
-    Metric("test errors, best epoch", 1),
+    Metric("test errors, last epoch", 1, count=True),
+    Metric("test errors, best epoch", 1, count=True),
     Metric("test accuracy (%)", 2),  # models without epochs: teachers, ensembles
     Metric("ECE, last epoch (%)", 2),
 )}
@@ -250,7 +251,7 @@ def load(directory: Optional[Path] = None, skipped: Optional[List[str]] = None) 
 def _decimals(metric: str, values: List[float]) -> int:
     spec = METRICS.get(metric)
     if spec is not None:
-        return spec.decimals
+        return 0 if spec.count and len(values) == 1 and float(values[0]).is_integer() else spec.decimals
     fixed = _free_decimals(metric)
     if fixed is not None:
         return fixed
@@ -306,6 +307,12 @@ def _cell(text) -> str:
     return "-" if text is None or text == "" else str(text).replace("|", "\\|")
 
 
+def _models(teacher: str, student: str) -> str:
+    """``teacher → student``; one name when the row has only one model."""
+    named = [m for m in (teacher, student) if m not in (None, "", "-")]
+    return " → ".join(named) if len(named) == 2 else (named[0] if named else "-")
+
+
 def _test_set_sentence(rows: List[dict]) -> str:
     sizes = sorted({r["test_images"] for r in rows if r.get("test_images")})
     missing = any(not r.get("test_images") for r in rows)
@@ -341,16 +348,23 @@ def render_table(rows: Iterable[dict], root: Optional[Path] = None, skipped: Ite
             if path else ""
         out += [source + _test_set_sentence(lesson_rows), ""]
         with_setting = any(key[4] for key, _ in entries)
-        header = ["method", "teacher", "student"] + (["setting"] if with_setting else []) + \
-                 ["epochs", "metric", "value"]
-        out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        epochs_seen = {key[6] for key, _ in entries}
+        with_epochs = len(epochs_seen) > 1
+        if not with_epochs and epochs_seen != {None}:
+            epochs = epochs_seen.pop()
+            out[-2] += f" Every model here trained for {epochs} epoch{'s' if epochs != 1 else ''}."
+        header = ["method", "metric", "value", "model (teacher → student)"] + (["epochs"] if with_epochs else []) + \
+                 (["setting"] if with_setting else [])
+        # a class of its own: book/_static/kd_book.css keeps each value on one line
+        out += ["```{table}", ":class: kd-results", "",
+                "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for (_, method, teacher, student, setting, metric, epochs), members in entries:
             values = [m["value"] for m in members]
             seeds = [m["seed"] for m in members if m["seed"] is not None]
-            cells = [method, teacher, student] + ([setting] if with_setting else []) + \
-                    [epochs, metric, format_values(metric, values, len(seeds))]
+            cells = [method, metric, format_values(metric, values, len(seeds)), _models(teacher, student)] + \
+                ([epochs] if with_epochs else []) + ([setting] if with_setting else [])
             out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-        out.append("")
+        out += ["```", ""]
     if skipped:
         out += ["```{note}", "Some recorded results are not shown here:", "",
                 *[f"- {line}" for line in skipped], "```", ""]

@@ -129,10 +129,13 @@ def _rows(metric, values, notebook="nb", **extra):
 
 def test_table_merges_seeds_into_mean_and_std_with_the_metrics_decimals():
     table = render_table(_rows(LAST, [97.0, 98.0, 99.0]) + _rows("test errors, last epoch", [70, 75, 74]))
-    assert "## nb" in table
-    assert "| KD | t | s | 5 | test accuracy, last epoch (%) | 98.00 ± 1.00 (3 seeds) |" in table
+    assert "## nb" in table and "Every model here trained for 5 epochs." in table  # one length: no column
+    assert "```{table}\n:class: kd-results\n\n| method | metric | value | model (teacher → student) |\n" in table
+    assert "| KD | test accuracy, last epoch (%) | 98.00 ± 1.00 (3 seeds) | t → s |" in table
     # sample std of 70, 75, 74 is 2.6458
-    assert "| KD | t | s | 5 | test errors, last epoch | 73.0 ± 2.6 (3 seeds) |" in table
+    assert "| KD | test errors, last epoch | 73.0 ± 2.6 (3 seeds) | t → s |" in table
+    single = render_table([{**_rows(LAST, [90.0])[0], "teacher": "-", "epochs": 1}])
+    assert "| KD | test accuracy, last epoch (%) | 90.00 (1 seed) | s |" in single and "for 1 epoch." in single
 
 
 def test_values_are_formatted_consistently():
@@ -142,6 +145,8 @@ def test_values_are_formatted_consistently():
     assert format_values("mean entropy at T=4 (nats)", [1.404]) == "1.40"  # three significant digits
     assert format_values("mean entropy at T=1 (nats)", [0.02805]) == "0.0280"
     assert format_values("entries (of 90)", [90.0]) == "90"  # a count
+    assert format_values("test errors, last epoch", [161.0], seeds=1) == "161 (1 seed)"  # one run of a count
+    assert format_values("test errors, last epoch", [161.0, 150.0], seeds=2) == "155.5 ± 7.8 (2 seeds)"
     assert format_values("ratio (×)", [1234.5, 1300.1]) == "1267 ± 46"
 
 
@@ -161,9 +166,11 @@ def test_lessons_link_their_notebook_in_course_order_and_state_the_test_set(tmp_
     assert ("Measured in {doc}`the lesson </notebooks/01_a/first>`. "
             "Test set: 10\u2009000 images (not recorded for every row).") in table[first:second]
     assert "{doc}`the lesson </notebooks/01_a/second>`. Test set: 10\u2009000 images." in table[second:]
-    assert "| method | teacher | student | setting | epochs | metric | value |" in table[first:second]
-    assert "| KD | t | s | 5 epochs | 5 | test accuracy, last epoch (%) | 95.00 (1 seed) |" in table
-    assert "| method | teacher | student | epochs | metric | value |" in table[second:]
+    # a setting column only where a row has one
+    assert "| method | metric | value | model (teacher → student) | setting |" in table[first:second]
+    assert "| KD | test accuracy, last epoch (%) | 95.00 (1 seed) | t → s | 5 epochs |" in table
+    assert "| KD | test accuracy, best epoch (%) | 95.00 (1 seed) | t → s | - |" in table
+    assert "| method | metric | value | model (teacher → student) |\n" in table[second:]
 
 
 def test_old_files_are_rendered_with_shared_names_or_skipped_with_a_note(tmp_path):
