@@ -76,7 +76,7 @@ def test_nbval_comment_markers_become_tags_and_recording_cells_fold():
     assert facing["metadata"]["tags"] == ["solution", "nbval-check-output"]
     assert cell["source"].startswith("# NBVAL")  # the input is not modified
     recording = {"cell_type": "code", "metadata": {}, "source": "recorder.record('KD', 'acc', 1.0)"}
-    assert sync_notebooks.reader_facing(recording)["metadata"]["tags"] == ["hide-input"]
+    assert sync_notebooks.reader_facing(recording)["metadata"]["tags"] == ["hide-cell"]
     plain = {"cell_type": "code", "metadata": {}, "source": "x = 1  # a NBVAL_CHECK_OUTPUT mention"}
     assert sync_notebooks.reader_facing(plain) is plain
     text = {"cell_type": "markdown", "metadata": {}, "source": "# NBVAL_SKIP"}
@@ -185,3 +185,52 @@ def test_layout_checker_flags_instructor_links_duplicates_and_path_alts(tmp_path
     clean = tmp_path / "clean.html"
     clean.write_text('<meta name="viewport" content="a" />\n<img alt="Test error against n" src="x.png" />\n')
     assert check_layout.static_checks(clean) == {}
+
+
+RECORDING_ONLY = """from kdtools.results import Recorder
+
+recorder = Recorder("lesson")
+for method in methods + [name(t) for t in TEMPERATURES]:
+    teacher = "-" if not method.startswith("KD") else TEACHER
+    for seed in SEEDS:
+        history = runs[method, seed]
+        common = dict(teacher=teacher, seed=seed)
+        recorder.record(method, "test accuracy, last epoch (%)", history.last_acc, **common)
+recorder.record("teacher", "test accuracy (%)", metrics.accuracy(logits, labels))
+print(f"recorded {len(recorder.rows)} rows to {recorder.path.name}")"""
+
+
+@pytest.mark.parametrize("code, kind", [
+    (RECORDING_ONLY, "only"),
+    ("protocol.record(recorder, method, runs, setting)", "only"),
+    # training, printing a table or evaluating next to the record calls: the cell does other work
+    ("history = train(model, loader)\nrecorder.record('KD', 'test accuracy (%)', history.last_acc)", "mixed"),
+    ("for m in methods:\n    print(m, summary(m))\n    recorder.record(m, 'x (%)', 1.0)", "mixed"),
+    ("recorder.record('KD', 'x (%)', 1.0)\nprint(f'notebook so far: {time.perf_counter() - start:.0f} s')", "mixed"),
+    ("def f(x):\n    return x\nrecorder.record('KD', 'x (%)', f(1.0))", "mixed"),
+    ("recorder.record('KD', 'x (%)',", "mixed"),  # unparsable: never folded whole
+    ("import kdtools\nrecorder = Recorder('lesson')\nsession = kdtools.setup(seed=0)", None),
+    ("x = 1", None),
+])
+def test_recording_cells_are_told_from_cells_that_also_compute(code, kind):
+    assert sync_notebooks.recording_kind(code) == kind
+
+
+def test_recording_cells_fold_whole_and_setup_cells_are_unfolded():
+    def tags(code, old_tags=()):
+        cell = {"cell_type": "code", "metadata": {"tags": list(old_tags)}, "source": code}
+        return sync_notebooks.reader_facing(cell)["metadata"].get("tags")
+
+    assert tags(RECORDING_ONLY, ["hide-input"]) == ["hide-cell"]  # the tag of an earlier version is replaced
+    assert tags("h = train(m)\nrecorder.record('KD', 'x (%)', h.last_acc)") == ["hide-input"]
+    # a setup cell that creates the Recorder was folded by an earlier version: it is shown again
+    assert tags("import kdtools\nrecorder = Recorder('lesson')", ["hide-input", "nbval-check-output"]) == \
+        ["nbval-check-output"]
+
+
+def test_mixed_recording_cells_are_listed(tmp_path):
+    path = tmp_path / "a.ipynb"
+    cells = [{"cell_type": "code", "metadata": {}, "source": RECORDING_ONLY},
+             {"cell_type": "code", "metadata": {}, "source": ["h = train(m)\n", "recorder.record('a', 'b (%)', 1)"]}]
+    path.write_text(json.dumps(_notebook(cells)))
+    assert sync_notebooks.mixed_recording_cells(path) == [1]
