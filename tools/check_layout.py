@@ -3,8 +3,9 @@
     python tools/check_layout.py [_build/html] [--pages GLOB] [--widths 390 1366] [--static] [--json FILE]
 
 For every page and window width it reports the document's ``scrollWidth`` (wider than the window means
-the whole page scrolls sideways), the number of cell-output blocks whose content overflows horizontally,
-and the browser console's errors. Without a browser (``--static``) and in every run it also checks the
+the whole page scrolls sideways), the number of cell-output blocks whose content overflows horizontally
+(printed tables, which scroll inside their own box on a phone by design, are counted apart), and the
+browser console's errors. Widths under Chromium's smallest window (~500 px) are measured in a frame. Without a browser (``--static``) and in every run it also checks the
 HTML itself: Colab/Binder links that open the instructor copy instead of ``student/``, duplicate
 viewport tags or inline scripts, figures whose alt text is a file path or the generic fallback, and
 tooling that shows (nbval markers, install or recording code outside a folded cell).
@@ -43,11 +44,14 @@ MEASURE_JS = """
 window.addEventListener("load", function () {
   setTimeout(function () {
     var doc = document.documentElement, blocks = document.querySelectorAll("div.cell_output > .output");
-    var overflowing = [], wide = [];
+    var overflowing = [], tables = 0, wide = [];
     blocks.forEach(function (block) {
       var parts = [block].concat(Array.prototype.slice.call(block.querySelectorAll("pre, table, div, img")));
       var over = parts.filter(function (el) { return el.scrollWidth > el.clientWidth + 1; });
-      if (over.length) overflowing.push((block.innerText || "").split("\\n")[0].slice(0, 60));
+      // a printed table keeps its columns on a phone and scrolls in its own box, by design (kd_book.js)
+      var table = block.querySelector("pre.kd-tabular");
+      if (over.length && table && table.scrollWidth > table.clientWidth + 1) tables += 1;
+      else if (over.length) overflowing.push((block.innerText || "").split("\\n")[0].slice(0, 60));
     });
     document.querySelectorAll("body *").forEach(function (el) {
       var r = el.getBoundingClientRect();
@@ -64,7 +68,7 @@ window.addEventListener("load", function () {
     var out = document.createElement("pre");
     out.id = "%s";
     out.textContent = JSON.stringify({innerWidth: window.innerWidth, scrollWidth: doc.scrollWidth,
-      outputs: blocks.length, overflowing: overflowing, wide: wide, visibleText: text});
+      outputs: blocks.length, overflowing: overflowing, scrollingTables: tables, wide: wide, visibleText: text});
     // measured inside the frame of the given width; the report goes to the top page, which is dumped
     (window.parent !== window ? parent.document.body : document.body).appendChild(out);
   }, 500);
@@ -209,7 +213,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                     if hits:
                         entry["static"].setdefault(f"visible tooling: {what}", []).extend(hits[:3])
                         failing += 1
-            print(row + f"  {len(errors)}")
+            tables = {w: m.get("scrollingTables", 0) for w, m in entry["widths"].items() if m.get("scrollingTables")}
+            print(row + f"  {len(errors)}" + "".join(f"   ({n} printed tables scroll in their box at {w}px)"
+                                                  for w, n in tables.items()))
             for error in sorted(errors):
                 print(f"    console: {error[:150]}")
             for w, m in entry["widths"].items():

@@ -13,7 +13,8 @@
 * **Figure alt texts.** myst-nb uses the image's file path as its alt text unless the cell's metadata
   gives one (``"mystnb": {"image": {"alt": "..."}}``); a path is replaced by a neutral sentence, and
   ``tools/check_layout.py`` lists the figures that still need a real description.
-* ``book/_static/kd_book.css``: outputs wrap, tables and wide content scroll inside their own box.
+* ``book/_static/kd_book.css``: outputs wrap, tables and wide content scroll inside their own box;
+  ``kd_book.js`` marks printed tables, which keep their columns (and scroll in their box) on a phone.
 """
 from __future__ import annotations
 
@@ -138,6 +139,7 @@ def add_static(app: Sphinx) -> None:
 def setup(app: Sphinx) -> dict:
     app.connect("builder-inited", add_static)
     app.add_css_file("kd_book.css")
+    app.add_js_file("kd_book.js")
     app.connect("doctree-resolved", replace_path_alt_texts)
     # after sphinx-book-theme has built its launch buttons (priority 501)
     app.connect("html-page-context", point_launch_buttons_at_student_copy, priority=600)
