@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -35,7 +37,7 @@ def test_default_root_is_user_cache(monkeypatch, tmp_path):
 def test_missing_files_without_download_names_root(tmp_path):
     with pytest.raises(RuntimeError, match=str(tmp_path)) as err:
         load_mnist(True, root=tmp_path, download=False)
-    assert "KDTOOLS_DATA" in str(err.value)
+    assert "KDTOOLS_DATA" in str(err.value) and "lacks train-images-idx3-ubyte" in str(err.value)
 
 
 def test_failed_download_gives_one_runtime_error(tmp_path, monkeypatch):
@@ -43,15 +45,115 @@ def test_failed_download_gives_one_runtime_error(tmp_path, monkeypatch):
 
     def fake(root, train, download):
         calls.append(download)
-        if download:
-            raise OSError("network is unreachable")
-        raise RuntimeError("Dataset not found. You can use download=True to download it")
+        raise OSError("network is unreachable")
 
     monkeypatch.setattr(data, "_torchvision_mnist", fake)
     with pytest.raises(RuntimeError, match="download failed.*network is unreachable") as err:
         load_mnist(True, root=tmp_path)
     assert str(tmp_path) in str(err.value)
-    assert calls == [False, True]  # looked locally first, then tried the download once
+    assert calls == [True]  # the files are missing, so the download was tried once
+
+
+def _raw(root):
+    return root / "MNIST" / "raw"
+
+
+def _load_fails(root, *, train=True, match):
+    with pytest.raises(data.MNISTFileError, match=match) as err:
+        load_mnist(train, root=root, download=False)
+    assert "Fix:" in str(err.value)
+    return str(err.value)
+
+
+def test_flipped_bytes_inside_the_images_are_reported_as_corrupt(tiny_mnist):
+    root, _ = tiny_mnist
+    path = _raw(root) / "train-images-idx3-ubyte"
+    blob = bytearray(path.read_bytes())
+    blob[1000:1010] = bytes(range(10))  # same size, same header: only the hash can tell
+    path.write_bytes(bytes(blob))
+    message = _load_fails(root, match="is corrupt: right size and header")
+    assert str(path) in message
+    assert len(load_mnist(False, root=root, download=False)) == 10  # the test split is fine
+
+
+def test_truncated_file_is_reported_as_truncated_not_missing(tiny_mnist):
+    root, _ = tiny_mnist
+    path = _raw(root) / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:5000])
+    message = _load_fails(root, match=r"is truncated: 5,000 bytes of 15,696")
+    assert "not found" not in message and "downloading is switched off" not in message
+
+
+def test_header_shorter_than_idx_header_is_truncated(tiny_mnist):
+    root, _ = tiny_mnist
+    (_raw(root) / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00")
+    _load_fails(root, match="not even the 8-byte IDX header")
+
+
+def test_swapped_train_and_test_files_are_named_as_swapped(tiny_mnist):
+    root, _ = tiny_mnist
+    raw = _raw(root)
+    for kind in ("images-idx3", "labels-idx1"):
+        train, test = raw / f"train-{kind}-ubyte", raw / f"t10k-{kind}-ubyte"
+        blobs = train.read_bytes(), test.read_bytes()
+        train.write_bytes(blobs[1])
+        test.write_bytes(blobs[0])
+    message = _load_fails(root, match="holds 10 images, the size of the 't10k' split.*swapped")
+    assert "train-labels-idx1-ubyte holds 10 labels" in message  # every bad file is listed
+    _load_fails(root, train=False, match="holds 20 images, the size of the 'train' split")
+
+
+def test_gzip_file_under_the_raw_name_is_named(tiny_mnist):
+    import gzip
+
+    root, _ = tiny_mnist
+    path = _raw(root) / "t10k-labels-idx1-ubyte"
+    path.write_bytes(gzip.compress(path.read_bytes()))
+    _load_fails(root, train=False, match="not an IDX labels file.*gzip-compressed")
+
+
+def test_verify_false_skips_the_checks(tiny_mnist):
+    root, _ = tiny_mnist
+    path = _raw(root) / "train-images-idx3-ubyte"
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    assert len(load_mnist(True, root=root, download=False, verify=False)) == 20
+
+
+def test_each_file_is_hashed_once_per_process_until_it_changes(tiny_mnist, monkeypatch):
+    root, _ = tiny_mnist
+    hashed = []
+    real = data._sha256
+    monkeypatch.setattr(data, "_sha256", lambda path: hashed.append(path.name) or real(path))
+    data._VERIFIED.clear()
+    load_mnist(True, root=root, download=False)
+    load_mnist(True, root=root, download=False)
+    assert sorted(hashed) == ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+    path = _raw(root) / "train-images-idx3-ubyte"
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    os.utime(path, ns=(1, 1))  # a new modification time, as any real rewrite gives
+    _load_fails(root, match="is corrupt")
+
+
+def test_real_mnist_files_verify(mnist):
+    data.verify_mnist()  # the files the mnist fixture loaded are the originals
+
+
+def test_a_corrupted_copy_of_real_mnist_is_refused_with_its_path(mnist, tmp_path):
+    import shutil
+
+    shutil.copytree(_raw(data.default_data_root()), _raw(tmp_path))
+    path = _raw(tmp_path) / "train-images-idx3-ubyte"
+    path.chmod(0o644)
+    with open(path, "r+b") as handle:  # random bytes in the middle of the images, size unchanged
+        handle.seek(20_000_000)
+        handle.write(torch.randint(0, 256, (100_000,), generator=torch.Generator().manual_seed(0),
+                                   dtype=torch.uint8).numpy().tobytes())
+    message = _load_fails(tmp_path, match="train-images-idx3-ubyte is corrupt")
+    assert str(tmp_path) in message
 
 
 def test_real_mnist_matches_published_counts(mnist):
