@@ -38,6 +38,10 @@ class MNISTFileError(RuntimeError):
     """An MNIST file is missing, truncated, corrupt or belongs to the other split; the message says which."""
 
 
+class MNISTNotFoundError(MNISTFileError):
+    """The MNIST files are missing and could not (or must not) be downloaded."""
+
+
 def default_data_root() -> Path:
     """``$KDTOOLS_DATA`` if set, else a per-user cache directory (``$XDG_CACHE_HOME/kdtools/data``)."""
     env = os.environ.get("KDTOOLS_DATA")
@@ -179,11 +183,11 @@ def load_mnist(train: bool = True, root: str | os.PathLike | None = None,
     missing = _missing_files(root)
     if missing:
         if download is False:
-            raise MNISTFileError(_missing_message(root, missing, "downloading is switched off"))
+            raise MNISTNotFoundError(_missing_message(root, missing, "downloading is switched off"))
         try:
             _torchvision_mnist(root, train, download=True)
         except Exception as err:  # no network, a proxy, a full disk: all end the same way for the user
-            raise MNISTFileError(_missing_message(root, missing, f"the download failed ({type(err).__name__}: "
+            raise MNISTNotFoundError(_missing_message(root, missing, f"the download failed ({type(err).__name__}: "
                                                                  f"{err})")) from err
     names = _split_files(train)
     if verify:

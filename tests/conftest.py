@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import socket
 import struct
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+pytest_plugins = ["pytester"]  # tests/test_data.py runs the suite's conftest in a fresh session
 
 
 def write_idx_mnist(root: Path, n_train: int = 20, n_test: int = 10, seed: int = 0) -> dict:
@@ -48,21 +50,34 @@ def tiny_mnist(tmp_path, monkeypatch):
     return tmp_path, arrays
 
 
+MNIST_SKIP_REASON = ("real MNIST not found (tests never download): set KDTOOLS_DATA to a folder with "
+                     "MNIST/raw/, e.g. KDTOOLS_DATA=../shared/data")
+
+
 @pytest.fixture(scope="session")
 def mnist():
     """The real MNIST (train, test) as TensorData, from KDTOOLS_DATA or the user cache; never downloaded.
 
-    Skipped (one reason for every test that needs it) when neither holds the files; bad files fail with
-    the cause that load_mnist reports.
+    Without KDTOOLS_DATA and without a cached copy, every test that needs it is skipped with one reason;
+    with KDTOOLS_DATA set, missing or bad files fail with the cause that load_mnist reports.
     """
-    from kdtools.data import _missing_files, default_data_root, load_mnist
+    from kdtools.data import load_mnist
 
-    root = default_data_root()
-    missing = _missing_files(root)
-    if missing:
-        pytest.skip(f"real MNIST not found under {root} (tests never download): set KDTOOLS_DATA to a folder "
-                    f"with MNIST/raw/, e.g. KDTOOLS_DATA=../shared/data")
     return load_mnist(True, download=False), load_mnist(False, download=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that needs the real MNIST where there is none (no KDTOOLS_DATA, no cached copy) is skipped,
+    all of them under one reason, whether it uses the ``mnist`` fixture or calls load_mnist itself."""
+    outcome = yield
+    report = outcome.get_result()
+    from kdtools.data import MNISTNotFoundError
+
+    if (call.excinfo is not None and call.excinfo.errisinstance(MNISTNotFoundError)
+            and not os.environ.get("KDTOOLS_DATA")):
+        report.outcome = "skipped"
+        report.longrepr = (__file__, 0, f"Skipped: {MNIST_SKIP_REASON}")
 
 
 def _is_loopback(host) -> bool:

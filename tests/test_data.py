@@ -226,3 +226,45 @@ def test_random_shift_moves_content_by_at_most_max_shift():
 def test_tensor_data_length_mismatch():
     with pytest.raises(ValueError, match="same length"):
         TensorData(torch.zeros(3, 1, 28, 28), torch.zeros(4, dtype=torch.long))
+
+
+def test_tests_cannot_reach_the_network_but_loopback_works():
+    import socket
+
+    with pytest.raises(OSError, match="tests must not use the network"):
+        socket.getaddrinfo("yann.lecun.com", 80)
+    with pytest.raises(OSError, match="tests must not use the network"):
+        socket.create_connection(("192.0.2.1", 80), timeout=1)  # TEST-NET-1: never routed
+    assert socket.getaddrinfo("localhost", 80)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    with socket.create_connection(server.getsockname(), timeout=1):
+        pass
+    server.close()
+
+
+def test_without_mnist_the_suite_skips_with_one_reason_and_no_download(pytester, monkeypatch, tmp_path):
+    from pathlib import Path
+
+    pytester.makeconftest(Path(__file__).with_name("conftest.py").read_text())
+    pytester.makepyfile(test_needs_mnist="""
+        from kdtools.data import load_mnist
+
+        def test_by_fixture(mnist):
+            assert len(mnist[0]) == 60000
+
+        def test_by_hand():
+            assert len(load_mnist(True)) == 60000  # download=None: would download if it could
+
+        def test_unrelated():
+            assert True
+    """)
+    monkeypatch.delenv("KDTOOLS_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    result = pytester.runpytest("-ra", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, skipped=2)
+    skipped = [line for line in result.outlines if line.startswith("SKIPPED")]
+    assert len(skipped) == 1 and skipped[0].startswith("SKIPPED [2]"), result.outlines
+    assert "real MNIST not found (tests never download): set KDTOOLS_DATA" in skipped[0]
+    assert not (tmp_path / "empty-cache" / "kdtools" / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
