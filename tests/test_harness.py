@@ -47,6 +47,7 @@ def test_an_endless_loop_fails_after_the_time_limit_with_a_hint(fn, capsys):
     printed = capsys.readouterr().out
     assert printed.startswith("✗ softmax: no result within 0.3 s on check 1/1")
     assert "endless loop?" in printed
+    assert max(len(line) for line in printed.splitlines()[1:]) <= 90  # the book's page is narrow
 
 
 def test_a_previous_timer_and_handler_are_restored():
@@ -196,7 +197,8 @@ def test_each_wrong_gradient_gets_its_own_hint(fn, says, never, capsys):
     printed = capsys.readouterr().out
     assert "right value, wrong gradient" in printed
     hint = printed[printed.index("Hint:"):]
-    assert says in hint and never not in hint, printed
+    assert says in hint.replace("\n  ", " ") and never not in hint, printed
+    assert max(len(line) for line in hint.splitlines()) <= 90
 
 
 def test_harness_default_time_limit_is_generous():

@@ -254,16 +254,17 @@ def _gradient(output: torch.Tensor, wrt: torch.Tensor, weights: torch.Tensor) ->
 def _gradient_hint(got: torch.Tensor, expected: torch.Tensor) -> str:
     """Why a right value can have a wrong gradient, told apart by what the wrong gradient looks like."""
     if not bool(torch.isfinite(got).all()) and bool(torch.isfinite(expected).all()):
-        return ("your gradient contains nan or inf although the value is right: a step that is harmless "
-                "forwards breaks the backward pass, e.g. sqrt, log or x ** 0.5 at 0, or torch.where whose "
-                "discarded branch is inf or nan (its gradient still flows back: make the input safe first).")
+        return ("your gradient contains nan or inf although the value is right: a step that is\n"
+                "  harmless forwards breaks the backward pass, e.g. sqrt, log or x ** 0.5 at 0, or a\n"
+                "  torch.where whose discarded branch is inf or nan (its gradient still flows back:\n"
+                "  make the input safe first).")
     if not bool(got.any()) and bool(expected.any()):
-        return ("no gradient flows back to the input although the value is right: part of your computation "
-                "is detached from the graph (`.detach()`, `.item()`, `.numpy()`, `torch.tensor(...)` of an "
-                "intermediate result, or `torch.no_grad()`).")
-    return ("the value is right but its gradient is not: a step changes the gradient without changing the "
-            "value, e.g. rounding, an argmax or one-hot built from the input, clamping, an in-place edit, or "
-            "`.detach()` on a part that does not cancel out.")
+        return ("no gradient flows back to the input although the value is right: part of your\n"
+                "  computation is detached from the graph (`.detach()`, `.item()`, `.numpy()`,\n"
+                "  `torch.tensor(...)` of an intermediate result, or `torch.no_grad()`).")
+    return ("the value is right but its gradient is not: a step changes the gradient without\n"
+            "  changing the value, e.g. rounding, an argmax or one-hot built from the input, clamping,\n"
+            "  an in-place edit, or `.detach()` on a part that does not cancel out.")
 
 
 class _Checker:
@@ -287,9 +288,9 @@ class _Checker:
                 got = _call_with_time_limit(self.fn, args, self.time_limit_s)
         except _TimeLimit:
             raise _Failure(self.header(number, case, f"no result within {self.time_limit_s:g} s"),
-                           "  Hint: an endless loop? Check that every `while` condition eventually becomes False "
-                           "(or the loop breaks) and that no loop restarts its own counter. These cases are "
-                           "small: a correct solution takes milliseconds.")
+                           "  Hint: an endless loop? Every `while` condition must become False (or the loop\n"
+                           "  break), and no loop may restart its own counter. These cases are small: a\n"
+                           "  correct solution takes milliseconds.")
         except NotImplementedError:
             raise _Failure(f"✗ {self.name}: not implemented yet. Replace the `raise NotImplementedError(...)` "
                            f"line with your code, run that cell, then run this check again.")
@@ -313,8 +314,7 @@ class _Checker:
             raise _Failure(*lines)
         if called:
             used = called[0]
-            hint = self.forbidden[used] or (f"this exercise asks you to write it yourself from basic operations; "
-                                            f"{used} is not allowed here.")
+            hint = self.forbidden[used] or f"the exercise asks you to write this yourself: {used} is not allowed here."
             raise _Failure(self.header(number, case, f"calls {used}"), self.hint(hint, case))
         return got
 
