@@ -19,8 +19,8 @@ import torch
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 
-# The original IDX files: examples per split, and the sha256 of every file
-# (as listed in the README of the course's data folder and checked by torchvision's downloader).
+# The original IDX files: examples per split and the sha256 of every uncompressed file, as the README of the
+# course's data folder lists them (torchvision's downloader only checks the md5 of the .gz archives).
 MNIST_COUNTS = {"train": 60000, "t10k": 10000}
 MNIST_SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
