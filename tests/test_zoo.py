@@ -189,4 +189,4 @@ def test_student_recipes_name_their_teacher_and_distillation_settings():
         same = {k: v for k, v in zoo.asdict(kd).items() if k not in ("teacher", "temperature", "alpha",
                                                                      "description")}
         assert same == {k: v for k, v in zoo.asdict(scratch).items() if k in same}
-    assert zoo.RECIPES["mnist-mlp-teacher"].init_from == "mnist-mlp-teacher-150ep"
+    assert zoo.RECIPES["mnist-mlp-teacher-200ep"].init_from == "mnist-mlp-teacher"
