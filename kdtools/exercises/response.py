@@ -229,5 +229,4 @@ def check_find_bias_shift(fn) -> CheckResult:
     return run_checks(
         fn, name="find_bias_shift", signature="find_bias_shift(logits, labels, cls, candidates)",
         reference=_bias_shift_reference, cases=_bias_shift_cases(), mistakes=_BIAS_SHIFT_MISTAKES,
-        covers="two under-predicted classes, ties in two candidate orders, a class that needs no shift",
-        atol=1e-9)
+        covers="two skewed classes, two ties, one calibrated class", atol=1e-9)
