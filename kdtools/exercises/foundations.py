@@ -501,9 +501,9 @@ _OBJECTIVE_MISTAKES = [
 
 def check_distillation_objective(fn) -> CheckResult:
     r"""Check ``fn(student_logits, teacher_logits, labels, alpha, temperature)`` = Hinton et al.'s objective
-    :math:`(1-\alpha)\,\mathrm{CE}(z_s, y) + \alpha\,T^2\,\mathrm{KL}(p_t^T \| p_s^T)`, each term averaged over
-    the batch (the default of :func:`kdtools.train.distill`). Six checks: alpha = 0.7, 0, 1 and 0.5, T = 4, 2
-    and 1, a very confident teacher and the gradient.
+    :math:`(1-\alpha)\,\mathrm{CE}(y, p^s(1)) + \alpha\,T^2\,\mathrm{KL}(p^t \| p^s)` (book notation), each term
+    averaged over the batch (the default of :func:`kdtools.train.distill`). Six checks: alpha = 0.7, 0, 1
+    and 0.5, T = 4, 2 and 1, a very confident teacher and the gradient.
     """
     return run_checks(
         fn, name="distillation_objective",
