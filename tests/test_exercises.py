@@ -701,6 +701,27 @@ def bias_shift_as_float(z, y, c, k):
     return float(bias_shift_reference(z, y, c, k))
 
 
+def bias_shift_whole_numbers(z, y, c, k):
+    # searches -10 ... 10 and ignores the candidates: right only when the answer is a whole number
+    best, best_acc = None, -1.0
+    for shift in range(-10, 11):
+        shifted = z.clone()
+        shifted[:, c] += shift
+        acc = (shifted.argmax(1) == y).double().mean().item()
+        if acc > best_acc:
+            best, best_acc = shift, acc
+    return torch.tensor(float(best), dtype=k.dtype)
+
+
+def bias_shift_sorted_candidates(z, y, c, k):
+    # first of the tied shifts in SORTED order, not in the given order
+    return bias_shift_reference(z, y, c, k.sort().values)
+
+
+def bias_shift_first_candidate(z, y, c, k):
+    return k[0]
+
+
 CHECKER_CASES = {
     "check_find_bias_shift": {
         # a shift is a number: without gradient checks a Python float is as good an answer as a 0-d tensor
@@ -711,6 +732,9 @@ CHECKER_CASES = {
             (bias_shift_last_tie, "return the FIRST one"),
             (bias_shift_returns_accuracy, "you returned the best accuracy"),
             (bias_shift_returns_index, "you returned the position of the best shift"),
+            (bias_shift_whole_numbers, "you searched whole-number shifts"),
+            (bias_shift_sorted_candidates, "return the first one in the order the candidates are given"),
+            (bias_shift_first_candidate, "check 1/5"),
         ],
     },
     "check_nckd": {
