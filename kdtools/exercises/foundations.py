@@ -169,7 +169,7 @@ def check_softmax_with_temperature(fn) -> CheckResult:
         error_hints=[_MAX_PAIR_HINT, _KEEPDIM_HINT, _LAST_DIM_HINT, _IN_PLACE_HINT],
         nonfinite_hint="nan or inf: an exponential overflowed or a sum was 0. Subtract each row's maximum "
                        "before exponentiating.",
-        covers="temperatures from 0.5 to 1000, huge logits, a single vector, gradients")
+        covers="T = 0.5 to 1000, ±1e4 logits, gradients")
 
 
 # ----------------------------------------------------------------------------- KD loss
@@ -276,7 +276,7 @@ def check_kd_loss(fn) -> CheckResult:
         error_hints=[_MAX_PAIR_HINT, _KEEPDIM_HINT, _LAST_DIM_HINT, _IN_PLACE_HINT],
         nonfinite_hint="nan or inf: probably the log of a probability that underflowed to 0. Work in log space: "
                        "log_softmax(z / T) instead of log(softmax(z / T)).",
-        covers="T = 1, 4 and 20, a zero loss, a very confident teacher, gradients",
+        covers="T = 1, 4, 20, a zero loss, a confident teacher, gradients",
         atol=1e-5)
 
 
@@ -531,7 +531,7 @@ def check_median_latency(fn) -> CheckResult:
         _plain_values_as_tensors(fn), name="median_latency", signature="median_latency(times_ms, warmup)",
         reference=_median_latency_reference, cases=_median_latency_cases(), mistakes=_MEDIAN_LATENCY_MISTAKES,
         error_hints=[_LAST_DIM_HINT, _IN_PLACE_HINT],
-        covers="warm-up removed, even and odd counts, an outlier, three models at once")
+        covers="warm-up, even and odd counts, an outlier, 3 models")
 
 
 # ----------------------------------------------------------------------------- the distillation objective (recipe)
@@ -1058,8 +1058,7 @@ def check_distillation_step(fn) -> CheckResult:
         print(f"✗ {name}: could not check your function ({type(error).__name__}: {error}).\n"
               f"  Hint: update the student in place with the optimizer and return the loss as a number.")
         return CheckResult(False)
-    print(f"✓ {name} passed all {len(cases)} checks: T = 2, 4 and 8, alpha = 0.7, 0.9 and 1, two steps in a row, "
-          f"the teacher left untouched.")
+    print(f"✓ {name} passed all {len(cases)} checks: T = 2, 4 and 8, two steps, teacher untouched.")
     return CheckResult(True)
 
 
