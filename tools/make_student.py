@@ -12,7 +12,8 @@ folds the gate into a dropdown; this script turns the same cells into the studen
 * every later cell that uses a name the solutions define (the checker calls, say) loses its outputs and its
   ``nbval-check-output`` tag, since they showed the solution's results;
 * ``{exercise}`` directives become plain numbered headings (Jupyter and Colab do not render MyST);
-* the Colab badge points at the student copy itself.
+* the Colab badge points at the student copy itself (in the instructor notebook too: see
+  ``sync_notebooks.launch_path``).
 
 It also keeps, in each instructor notebook with exercises, a generated cell right after the
 ``## Exercises`` heading that links the student version for Colab and for download.
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tools import sync_notebooks  # noqa: E402
 
 ROOT = sync_notebooks.ROOT
-STUDENT_DIR = "student"
+STUDENT_DIR = sync_notebooks.STUDENT_DIR
 SOLUTION_TAG = "solution"
 STUB_TAG = "raises-exception"  # nbval and the book accept an error from a cell with this tag
 EXERCISE_KEY = "kd_exercise"  # cell metadata of generated cells: "links" | "student-note" | "stub" | "answer"
@@ -248,8 +249,7 @@ def _markdown(text: str, role: str, cell_id: str) -> dict:
 
 def links_cell(notebook: Path, url: str, branch: str, root: Path = ROOT) -> dict:
     copy_path = student_path(notebook, root)
-    badge = sync_notebooks.header_cells(copy_path, url, branch, root=root)[0]["source"]
-    colab = re.search(r"\]\((https://colab\.research\.google\.com/github/[^)]+)\)", badge).group(1)
+    colab = sync_notebooks.colab_url(copy_path, url, branch, root=root)
     rel = copy_path.relative_to(root).as_posix()
     text = ("**Try them yourself first.** The student version of this notebook has every solution replaced by a "
             "stub to complete, and a checker after each stub that tells you whether your code is right: "
