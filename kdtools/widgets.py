@@ -281,7 +281,8 @@ def temperature_explorer(logits, labels, images=None, *, temperatures: Sequence[
     picker = []
     if images is not None or count > 1:
         for i in range(count):
-            thumb = (f'<img alt="" src="{_png_data_uri(images[i].reshape(images.shape[-2:]).numpy())}">'
+            alt = html.escape(f"image {names[i]}, true class {int(labels[i])}")
+            thumb = (f'<img alt="{alt}" src="{_png_data_uri(images[i].reshape(images.shape[-2:]).numpy())}">'
                      if images is not None else "")
             picker.append(f'<button type="button" aria-pressed="{"true" if i == 0 else "false"}" '
                           f'aria-label="image {html.escape(names[i])}, true class {int(labels[i])}">{thumb}'
