@@ -6,7 +6,9 @@ CPU, so the whole data set is decoded once into a float tensor and batches are s
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -17,12 +19,27 @@ import torch
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
+# The original IDX files: examples per split and the sha256 of every uncompressed file, as the README of the
+# course's data folder lists them (torchvision's downloader only checks the md5 of the .gz archives).
+MNIST_COUNTS = {"train": 60000, "t10k": 10000}
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+MNIST_FILES = tuple(MNIST_SHA256)
+_IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}  # uint8 data, 3 or 1 dimensions
+_IDX_HEADER_BYTES = {"images": 16, "labels": 8}
+_ITEM_BYTES = {"images": 28 * 28, "labels": 1}
+
+
+class MNISTFileError(RuntimeError):
+    """An MNIST file is missing, truncated, corrupt or belongs to the other split; the message says which."""
+
+
+class MNISTNotFoundError(MNISTFileError):
+    """The MNIST files are missing and could not (or must not) be downloaded."""
 
 
 def default_data_root() -> Path:
@@ -34,15 +51,99 @@ def default_data_root() -> Path:
     return Path(cache) / "kdtools" / "data"
 
 
-def _has_raw_files(root: Path) -> bool:
-    raw = root / "MNIST" / "raw"
-    return all((raw / name).is_file() for name in MNIST_FILES)
+def _split_files(train: bool) -> tuple:
+    split = "train" if train else "t10k"
+    return f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"
+
+
+def _raw_dir(root: Path) -> Path:
+    return root / "MNIST" / "raw"
+
+
+def _missing_files(root: Path) -> list:
+    return [name for name in MNIST_FILES if not (_raw_dir(root) / name).is_file()]
 
 
 def _torchvision_mnist(root: Path, train: bool, download: bool):
     from torchvision.datasets import MNIST
 
     return MNIST(str(root), train=train, download=download)
+
+
+# Hashing the 47 MB training images takes ~0.2 s: each file is hashed once per process and the verdict
+# is kept for as long as its (path, size, mtime, inode) stay the same.
+_VERIFIED: set = set()
+
+
+def _file_key(path: Path) -> tuple:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_problem(path: Path) -> Optional[str]:
+    """Why ``path`` is not the original MNIST file it is named after, or ``None`` if it is."""
+    if not path.is_file():
+        return "is missing"
+    key = _file_key(path)
+    if key in _VERIFIED:
+        return None
+    split, kind = path.name.split("-")[:2]
+    other = "t10k" if split == "train" else "train"
+    expected_count = MNIST_COUNTS[split]
+    header_bytes, item_bytes = _IDX_HEADER_BYTES[kind], _ITEM_BYTES[kind]
+    expected_size = header_bytes + expected_count * item_bytes
+    size = key[1]
+    with open(path, "rb") as handle:
+        header = handle.read(header_bytes)
+    if len(header) < header_bytes:
+        return f"is truncated: {size:,} bytes, not even the {header_bytes}-byte IDX header ({expected_size:,} expected)"
+    magic, count = struct.unpack(">II", header[:8])
+    if magic != _IDX_MAGIC[kind]:
+        hint = " (it looks gzip-compressed: unpack it with gunzip)" if header[:2] == b"\x1f\x8b" else ""
+        return f"is not an IDX {kind} file: its header starts with 0x{magic:08x}, expected 0x{_IDX_MAGIC[kind]:08x}{hint}"
+    if count == MNIST_COUNTS[other] and count != expected_count:
+        return (f"holds {count:,} {kind}, the size of the {other!r} split, not the {expected_count:,} of {split!r}: "
+                f"the train and t10k files are swapped (or one was copied over the other)")
+    if count != expected_count:
+        return f"holds {count:,} {kind} according to its header, expected {expected_count:,}"
+    if size < expected_size:
+        return f"is truncated: {size:,} bytes of {expected_size:,} (an interrupted download or copy?)"
+    if size > expected_size:
+        return f"has {size:,} bytes, {size - expected_size:,} more than the {expected_size:,} of the original"
+    digest = _sha256(path)
+    if digest != MNIST_SHA256[path.name]:
+        return (f"is corrupt: right size and header, but its sha256 is {digest}, not the original's "
+                f"{MNIST_SHA256[path.name]}")
+    _VERIFIED.add(key)
+    return None
+
+
+def verify_mnist(root: str | os.PathLike | None = None, train: Optional[bool] = None) -> None:
+    """Check the MNIST files under ``root/MNIST/raw`` (size, IDX header, example count, sha256).
+
+    train: ``True``/``False`` checks that split's two files only; ``None`` all four.
+    Raises :class:`MNISTFileError` naming every bad file, what is wrong with it and the fix.
+    A file that passed is not hashed again in this process while its size and modification time stay the same.
+    """
+    root = Path(root).expanduser() if root is not None else default_data_root()
+    names = MNIST_FILES if train is None else _split_files(train)
+    problems = [(name, _file_problem(_raw_dir(root) / name)) for name in names]
+    problems = [(name, why) for name, why in problems if why is not None]
+    if problems:
+        listing = "\n".join(f"  {_raw_dir(root) / name} {why}" for name, why in problems)
+        raise MNISTFileError(
+            f"MNIST under {root} is not usable:\n{listing}\nFix: replace the files named above by the original "
+            f"IDX files (delete them and load once with internet access, download=True, so torchvision fetches "
+            f"and checks them; or copy them from a verified copy and compare `sha256sum` with kdtools.data."
+            f"MNIST_SHA256), or point KDTOOLS_DATA at a folder that holds MNIST/raw/ with the four original files.")
 
 
 @dataclass
@@ -68,44 +169,47 @@ class TensorData:
 
 
 def load_mnist(train: bool = True, root: str | os.PathLike | None = None,
-               download: Optional[bool] = None) -> TensorData:
+               download: Optional[bool] = None, verify: bool = True) -> TensorData:
     """MNIST through ``torchvision.datasets.MNIST``, decoded once into normalised tensors.
 
     root: where ``MNIST/raw/`` lives; default :func:`default_data_root`.
-    download: ``None`` downloads only when the files are missing; ``False`` never downloads.
-    Raises one ``RuntimeError`` naming the root when the files are missing and cannot be fetched.
+    download: ``None`` downloads only when files are missing; ``False`` never downloads.
+    verify: check the split's files with :func:`verify_mnist` first (hashed once per process).
+    Raises :class:`MNISTFileError` (a ``RuntimeError``) naming the root and the cause: files missing and
+    not downloadable, or present but truncated, corrupt or of the other split.
     Decoded tensors are cached per process; the returned object holds fresh copies.
     """
-    root = Path(root).expanduser() if root is not None else default_data_root()
-    images, labels = _load_mnist_cached(bool(train), str(root.resolve()), download)
+    root = (Path(root).expanduser() if root is not None else default_data_root()).resolve()
+    missing = _missing_files(root)
+    if missing:
+        if download is False:
+            raise MNISTNotFoundError(_missing_message(root, missing, "downloading is switched off"))
+        try:
+            _torchvision_mnist(root, train, download=True)
+        except Exception as err:  # no network, a proxy, a full disk: all end the same way for the user
+            raise MNISTNotFoundError(_missing_message(root, missing, f"the download failed ({type(err).__name__}: "
+                                                                 f"{err})")) from err
+    names = _split_files(train)
+    if verify:
+        verify_mnist(root, train=bool(train))
+    # the file stats are part of the cache key: a replaced file is decoded again
+    stamp = tuple(_file_key(_raw_dir(root) / name) for name in names)
+    images, labels = _load_mnist_cached(bool(train), str(root), stamp)
     return TensorData(images.clone(), labels.clone())
 
 
 @functools.lru_cache(maxsize=4)
-def _load_mnist_cached(train: bool, root: str, download: Optional[bool]):
-    root = Path(root)
-    if download is None:
-        download = not _has_raw_files(root)
-    try:
-        ds = _torchvision_mnist(root, train, download=False)
-    except RuntimeError:
-        ds = None
-    if ds is None and download:
-        try:
-            ds = _torchvision_mnist(root, train, download=True)
-        except Exception as err:  # no network, a proxy, a full disk: all end the same way for the user
-            raise RuntimeError(_missing_message(root, f"the download failed ({type(err).__name__}: {err})")) from err
-    if ds is None:
-        raise RuntimeError(_missing_message(root, "downloading is switched off"))
+def _load_mnist_cached(train: bool, root: str, stamp: tuple):
+    ds = _torchvision_mnist(Path(root), train, download=False)
     images = ds.data.unsqueeze(1).float().div_(255.0)
     images = images.sub_(MNIST_MEAN).div_(MNIST_STD)
     return images, ds.targets.long().clone()
 
 
-def _missing_message(root: Path, why: str) -> str:
-    return (f"MNIST was not found under {root} (looked for {root / 'MNIST' / 'raw'}/{{{', '.join(MNIST_FILES)}}}) "
-            f"and {why}. Fix: set KDTOOLS_DATA to a folder that holds MNIST/raw/ with the four original IDX files, "
-            f"or run once with internet access so torchvision can download them.")
+def _missing_message(root: Path, missing: list, why: str) -> str:
+    return (f"MNIST was not found under {root}: {_raw_dir(root)} lacks {', '.join(missing)}, and {why}. "
+            f"Fix: set KDTOOLS_DATA to a folder that holds MNIST/raw/ with the four original IDX files "
+            f"({', '.join(MNIST_FILES)}), or run once with internet access so torchvision can download them.")
 
 
 def denormalize(images: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,15 @@
 
 One teacher/student pair, one training subset, one budget and one set of seeds, defined once
 here, so the cross-method table on the results page compares like with like: Module 2 (KD, DKD)
-starts it, later modules (FitNets, AT, NST, FSP, RKD, CRD, DML, BAN, TA) add rows by registering a
-:class:`Method` in :data:`METHODS` and calling :func:`run_seeds` unchanged.
+starts it, later modules (FitNets, AT, NST, FSP, RKD, CRD, DML, BAN, TA) add rows by registering
+arms with :func:`register` and calling :func:`run_seeds` unchanged.
+
+Comparisons change one thing at a time. Every *controlled* arm trains with cross-entropy weight
+:data:`CE_WEIGHT` = 1, temperature :data:`TEMPERATURE` = 4 and constant loss weights, and names the
+arm it differs from and how (:class:`Arm`); verdicts are drawn only from those pairs
+(:func:`controlled_pairs`, :func:`compare`). The authors' published configurations (mdistiller's KD with
+CE weight 0.1, DKD with its warm-up) are registered as named arms with ``controlled=False``: they are
+trained and reported, and each is one change away from a controlled arm, but no verdict rests on them.
 
 The pair is deliberately hard for the student: a tiny CNN (``cnn-4x1``, 1.7k parameters) learns
 from 100 images per class, where the teacher's knowledge matters and methods differ measurably.
@@ -11,7 +18,10 @@ from 100 images per class, where the teacher's knowledge matters and methods dif
 from __future__ import annotations
 
 import functools
+import hashlib
+import math
 import statistics
+import weakref
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -34,7 +44,9 @@ class Protocol:
     student: str = "cnn-4x1"             # a kdtools.models.ARCHITECTURES name
     train_per_class: int = 100           # stratified subset of the 60k training images
     data_seed: int = 0                   # the subset is the same for every method and seed
-    epochs: int = 20
+    # 640 SGD steps: at 20 epochs the test curves of every arm still rose steeply; doubling the budget
+    # again still helps the weakest arms, so comparisons are at a fixed budget (the lessons say so)
+    epochs: int = 40
     batch_size: int = 64
     optimizer: str = "sgd"
     lr: float = 0.05
@@ -42,9 +54,9 @@ class Protocol:
     weight_decay: float = 5e-4
     schedule: str = "cosine"
     seeds: Tuple[int, ...] = (0, 1, 2)
-    # a fixed stratified 3,000-image test subset: evaluating every epoch on all 10,000 images would
-    # cost more than the training itself for this tiny student; None uses the full test set
-    test_per_class: Optional[int] = 300
+    # a fixed stratified 2,000-image test subset, the same for every arm: evaluating every epoch on all
+    # 10,000 images would cost 3x the training itself for this tiny student; None uses the full test set
+    test_per_class: Optional[int] = 200
 
     def smoke(self) -> "Protocol":
         """The same protocol shrunk for ``KDTOOLS_SMOKE=1``: 10 images per class, 1 epoch, 2 seeds."""
@@ -79,25 +91,85 @@ class Method:
 
 MethodFactory = Callable[[Protocol], Method]
 
+#: shared by every controlled arm, so that arms differ only in their teacher terms
+CE_WEIGHT = 1.0
+TEMPERATURE = 4.0
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of a comparison: how to build its :class:`Method`, and what it changes relative to
+    which other arm.
+
+    build: ``protocol -> Method`` (built after seeding, so trainable helper modules are reproducible).
+    baseline: the registered arm it is compared with; ``None`` only for the reference arm.
+    change: the one thing that differs from ``baseline``, in words.
+    controlled: True when the arm shares the CE weight, the temperature and the (absent) warm-up of
+        every controlled arm, so that comparing it with its baseline changes exactly ``change``.
+        Authors' configurations are registered with ``controlled=False``: they are reported next to
+        the controlled arms, but no verdict is drawn from them.
+    """
+
+    build: MethodFactory
+    baseline: Optional[str]
+    change: str
+    controlled: bool = True
+
+    def __call__(self, protocol: Protocol) -> Method:
+        return self.build(protocol)
+
+
+#: arm name -> :class:`Arm`. Fill it with :func:`register`; read it with :func:`controlled_pairs`.
+METHODS: Dict[str, Arm] = {}
+
+
+def register(name: str, build: MethodFactory, *, baseline: Optional[str], change: str,
+             controlled: bool = True) -> Arm:
+    """Add an arm to :data:`METHODS` and return it.
+
+    A later lesson registers its method as one controlled arm (CE weight :data:`CE_WEIGHT` plus its
+    own term, built with :func:`with_ce`) whose baseline is an existing arm, and, if the authors'
+    recipe differs, that recipe as a named arm with ``controlled=False``. For FitNets, say::
+
+        register("CE + hint", with_ce(hint=(1.0, hint_term)), baseline="student (CE)",
+                 change="adds the FitNets hint term (weight 1) on stage2")
+        register("FitNets (authors' config)", fitnets_two_stage, baseline="CE + hint",
+                 change="hint stage first, then KD", controlled=False)
+
+    A term needing hooked features or a trainable regressor returns a full :class:`Method` from
+    ``build`` (``student_layers``, ``teacher_layers``, ``extra_modules``); :func:`run_seeds` then
+    trains every arm under the same :class:`Protocol`.
+    """
+    if not name or not isinstance(name, str):
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if name in METHODS:
+        raise ValueError(f"an arm named {name!r} is already registered")
+    if not callable(build):
+        raise ValueError(f"build must be a callable protocol -> Method, got {build!r}")
+    if baseline is not None and baseline not in METHODS:
+        raise ValueError(f"baseline {baseline!r} of arm {name!r} is not registered; "
+                         f"registered: {', '.join(METHODS)}")
+    if not change.strip():
+        raise ValueError(f"change of arm {name!r} is empty: say what differs from {baseline!r}")
+    METHODS[name] = Arm(build, baseline, change, controlled)
+    return METHODS[name]
+
+
+def controlled_pairs(arms: Optional[Sequence[str]] = None) -> List[Tuple[str, str, str]]:
+    """``(arm, baseline, change)`` for every controlled arm among ``arms`` (default: all registered)
+    whose baseline is controlled too: the comparisons a verdict may be drawn from."""
+    names = list(METHODS) if arms is None else list(arms)
+    for name in names:
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; registered: {', '.join(METHODS)}")
+    return [(name, METHODS[name].baseline, METHODS[name].change) for name in names
+            if METHODS[name].controlled and METHODS[name].baseline is not None
+            and METHODS[METHODS[name].baseline].controlled]
+
 
 def dkd_warmup_epochs(protocol: Protocol) -> int:
     """The authors warm DKD up linearly over 20 of 240 epochs (CIFAR-100); we keep that fraction."""
     return max(1, round(protocol.epochs * 20 / 240))
-
-
-def _dkd_term(alpha: float, beta: float, temperature: float):
-    def term(step: Step) -> torch.Tensor:
-        return dkd_loss(step.student_logits, step.teacher_logits, step.labels, alpha, beta, temperature)
-    return term
-
-
-def _decoupled_part(part: str, temperature: float):
-    """Mean TCKD or NCKD alone (each T²-scaled, as in :func:`kdtools.losses.dkd_terms`)."""
-    index = {"tckd": 0, "nckd": 1}[part]
-
-    def term(step: Step) -> torch.Tensor:
-        return dkd_terms(step.student_logits, step.teacher_logits, step.labels, temperature)[index].mean()
-    return term
 
 
 def _warmup(protocol: Protocol) -> Callable[[int], float]:
@@ -106,25 +178,80 @@ def _warmup(protocol: Protocol) -> Callable[[int], float]:
     return lambda epoch: dkd_warmup_factor(epoch + 1, warmup)
 
 
-#: method name -> factory. CE weights, T and the KD weights follow mdistiller's CIFAR-100 configs
-#: (KD: CE 0.1 + KD 0.9 at T = 4; DKD: CE 1 + warm-up x (alpha TCKD + beta NCKD), alpha 1, beta 8, T 4).
-METHODS: Dict[str, MethodFactory] = {
-    "student (CE)": lambda p: Method({"ce": (1.0, cross_entropy_term)}, uses_teacher=False),
-    "KD": lambda p: Method({"ce": (0.1, cross_entropy_term), "kd": (0.9, kd_term(4.0))}),
-    "TCKD": lambda p: Method({"ce": (1.0, cross_entropy_term), "tckd": (_warmup(p), _decoupled_part("tckd", 4.0))}),
-    "NCKD": lambda p: Method({"ce": (1.0, cross_entropy_term), "nckd": (_warmup(p), _scaled(_decoupled_part("nckd", 4.0), 8.0))}),
-    "DKD": lambda p: Method({"ce": (1.0, cross_entropy_term), "dkd": (_warmup(p), _dkd_term(1.0, 8.0, 4.0))}),
-}
+def _warmed_up(weight: float, protocol: Protocol) -> Callable[[int], float]:
+    ramp = _warmup(protocol)
+    return lambda epoch: weight * ramp(epoch)
 
 
-def _scaled(term, factor: float):
-    return lambda step: factor * term(step)
+def kd_part(temperature: float = TEMPERATURE):
+    """The KD term ``T²·KL(p^t ‖ p^s)`` (mean over the batch)."""
+    return kd_term(temperature)
 
 
-def dkd_method(alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) -> MethodFactory:
-    """DKD with other hyperparameters (for sweeps), same warm-up and CE weight as ``METHODS["DKD"]``."""
-    return lambda p: Method({"ce": (1.0, cross_entropy_term),
-                             "dkd": (_warmup(p), _dkd_term(alpha, beta, temperature))})
+def tckd_part(temperature: float = TEMPERATURE):
+    """DKD's target-class term TCKD alone (mean over the batch, T²-scaled)."""
+    return _decoupled_part("tckd", temperature)
+
+
+def nckd_part(temperature: float = TEMPERATURE):
+    """DKD's non-target-class term NCKD alone, *without* KD's factor ``1 − p^t_y`` (mean, T²-scaled)."""
+    return _decoupled_part("nckd", temperature)
+
+
+def _decoupled_part(part: str, temperature: float):
+    index = {"tckd": 0, "nckd": 1}[part]
+
+    def term(step: Step) -> torch.Tensor:
+        return dkd_terms(step.student_logits, step.teacher_logits, step.labels, temperature)[index].mean()
+    return term
+
+
+def with_ce(**teacher_terms) -> MethodFactory:
+    """A controlled arm: cross-entropy with weight :data:`CE_WEIGHT` plus ``name=(weight, term)`` teacher
+    terms, with constant weights (no warm-up). With no terms it is the student trained from scratch."""
+    def build(protocol: Protocol) -> Method:
+        return Method({"ce": (CE_WEIGHT, cross_entropy_term), **teacher_terms}, uses_teacher=bool(teacher_terms))
+    return build
+
+
+def dkd_method(alpha: float = 1.0, beta: float = 8.0, temperature: float = TEMPERATURE,
+               warmup: bool = False) -> MethodFactory:
+    """``CE + alpha·TCKD + beta·NCKD`` (DKD with the paper's α, β as λ_TCKD, λ_NCKD), for sweeps.
+    ``warmup=True`` ramps the DKD term up as the authors do (:func:`dkd_warmup_epochs`)."""
+    def build(protocol: Protocol) -> Method:
+        weight = _warmed_up(1.0, protocol) if warmup else 1.0
+        return Method({"ce": (CE_WEIGHT, cross_entropy_term),
+                       "dkd": (weight, _dkd_term(alpha, beta, temperature))})
+    return build
+
+
+def _dkd_term(alpha: float, beta: float, temperature: float):
+    def term(step: Step) -> torch.Tensor:
+        return dkd_loss(step.student_logits, step.teacher_logits, step.labels, alpha, beta, temperature)
+    return term
+
+
+def _mdistiller_kd(protocol: Protocol) -> Method:
+    return Method({"ce": (0.1, cross_entropy_term), "kd": (0.9, kd_part())})
+
+
+# Module 2. Controlled arms: CE weight 1, T = 4, constant weights; each changes one thing.
+register("student (CE)", with_ce(), baseline=None, change="reference: cross-entropy only, no teacher")
+register("CE + KD", with_ce(kd=(1.0, kd_part())), baseline="student (CE)",
+         change="adds the KD term T²·KL(p^t‖p^s), weight 1")
+register("CE + TCKD", with_ce(tckd=(1.0, tckd_part())), baseline="student (CE)",
+         change="adds TCKD alone, weight 1")
+register("CE + TCKD + NCKD", with_ce(tckd=(1.0, tckd_part()), nckd=(1.0, nckd_part())), baseline="CE + KD",
+         change="removes KD's factor (1 − p^t_y) in front of NCKD")
+register("CE + NCKD", with_ce(nckd=(1.0, nckd_part())), baseline="CE + TCKD + NCKD",
+         change="drops TCKD")
+register("CE + TCKD + 8·NCKD", dkd_method(beta=8.0), baseline="CE + TCKD + NCKD",
+         change="raises the NCKD weight λ_NCKD from 1 to 8")
+# Authors' configurations (mdistiller, CIFAR-100): reported, not used for verdicts.
+register("KD (mdistiller config)", _mdistiller_kd, baseline="CE + KD",
+         change="CE weight 0.1 and KD weight 0.9 instead of 1 and 1", controlled=False)
+register("DKD (authors' config)", dkd_method(beta=8.0, warmup=True), baseline="CE + TCKD + 8·NCKD",
+         change="ramps the DKD term up linearly over the first 1/12 of the epochs", controlled=False)
 
 
 @functools.lru_cache(maxsize=4)
@@ -144,25 +271,70 @@ def loaders(protocol: Protocol, seed: int) -> Tuple[TensorLoader, TensorLoader]:
     return TensorLoader(train, protocol.batch_size, shuffle=True, seed=seed), TensorLoader(test, 1000)
 
 
+def test_images(protocol: Protocol) -> int:
+    """The size of the protocol's test set."""
+    return 10_000 if protocol.test_per_class is None else protocol.test_per_class * 10
+
+
+class _MemoizedTeacher(nn.Module):
+    """A frozen teacher that remembers its outputs by input.
+
+    ``fit(cache_teacher_logits=True)`` runs the teacher over the training subset at the start of every
+    run; with 24 runs on the same 1,000 images that pass costs more than a student's epoch. The
+    protocol's teacher is frozen and in eval mode, so the same input gives the same logits: they are
+    computed once per process and looked up by a digest of the input afterwards.
+    """
+
+    def __init__(self, teacher: nn.Module):
+        super().__init__()
+        self.teacher = teacher
+        self._memo: Dict[tuple, torch.Tensor] = {}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        digest = hashlib.blake2b(images.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).digest()
+        key = (str(images.device), str(images.dtype), tuple(images.shape), digest)
+        if key not in self._memo:
+            self._memo[key] = self.teacher(images)
+        return self._memo[key]
+
+
+_MEMOIZED: "weakref.WeakKeyDictionary[nn.Module, _MemoizedTeacher]" = weakref.WeakKeyDictionary()
+
+
+def _memoized(teacher: nn.Module) -> _MemoizedTeacher:
+    if teacher not in _MEMOIZED:
+        _MEMOIZED[teacher] = _MemoizedTeacher(teacher)
+    return _MEMOIZED[teacher]
+
+
+@functools.lru_cache(maxsize=2)
+def _zoo_teacher(name: str) -> nn.Module:
+    return zoo.load(name)
+
+
 def run(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protocol] = None,
         teacher: Optional[nn.Module] = None, device=None, progress: bool = False, return_model: bool = False):
-    """Train the protocol's student with ``method`` from seed ``seed``; returns its History
-    (and the trained student, with ``return_model=True``)."""
+    """Train the protocol's student with ``method`` (a registered arm's name, or any
+    ``protocol -> Method`` callable) from seed ``seed``; returns its History (and the trained
+    student, with ``return_model=True``). The teacher (default: the protocol's, loaded from the zoo
+    once per process) must be frozen: its logits on the training subset are computed once per process."""
     protocol = protocol or active_protocol()
     factory = _factory(method)
     seed_everything(seed)
     student = build_model(protocol.student)
     spec = factory(protocol)  # built after seeding: its trainable modules are reproducible too
+    cache_logits = spec.uses_teacher and not spec.teacher_layers
     if spec.uses_teacher and teacher is None:
-        teacher = zoo.load(protocol.teacher)
+        teacher = _zoo_teacher(protocol.teacher)
+    if cache_logits:
+        teacher = _memoized(teacher)
     train_loader, test_loader = loaders(protocol, seed)
     history = fit(student, train_loader, test_loader, epochs=protocol.epochs, terms=spec.terms,
-               teacher=teacher if spec.uses_teacher else None, student_layers=spec.student_layers,
-               teacher_layers=spec.teacher_layers, extra_modules=spec.extra_modules,
-               optimizer=protocol.optimizer, lr=protocol.lr, momentum=protocol.momentum,
-               weight_decay=protocol.weight_decay, schedule=protocol.schedule,
-               cache_teacher_logits=spec.uses_teacher and not spec.teacher_layers,
-               device=device, seed=seed, progress=progress)
+                  teacher=teacher if spec.uses_teacher else None, student_layers=spec.student_layers,
+                  teacher_layers=spec.teacher_layers, extra_modules=spec.extra_modules,
+                  optimizer=protocol.optimizer, lr=protocol.lr, momentum=protocol.momentum,
+                  weight_decay=protocol.weight_decay, schedule=protocol.schedule,
+                  cache_teacher_logits=cache_logits, device=device, seed=seed, progress=progress)
     return (history, student) if return_model else history
 
 
@@ -178,8 +350,6 @@ def run_seeds(method: Union[str, MethodFactory], protocol: Optional[Protocol] = 
               teacher: Optional[nn.Module] = None, **kwargs) -> List[History]:
     """One History per seed of the protocol."""
     protocol = protocol or active_protocol()
-    if teacher is None and _factory(method)(protocol).uses_teacher:
-        teacher = zoo.load(protocol.teacher)
     return [run(method, seed, protocol, teacher=teacher, **kwargs) for seed in protocol.seeds]
 
 
@@ -210,14 +380,72 @@ def summarize(histories: Sequence[History]) -> Summary:
     return Summary(last[0], last[1], best[0], best[1], len(histories))
 
 
-def record(recorder, method: str, histories: Sequence[History], protocol: Optional[Protocol] = None) -> None:
-    """Write one ``last_acc`` and one ``best_acc`` row per seed, tagged with the protocol's pair."""
+@dataclass(frozen=True)
+class Comparison:
+    """Arm ``a`` minus arm ``b`` in mean test accuracy (points), last and best epoch.
+
+    A difference counts as *clear* only when it exceeds twice its standard error,
+    ``2·sqrt(s_a²/n_a + s_b²/n_b)`` from the seeds' sample stds; otherwise it is inside the seeds'
+    spread. With three seeds per arm this is a rough screen, not a significance test.
+    """
+
+    a: str
+    b: str
+    last_diff: float
+    last_margin: float
+    best_diff: float
+    best_margin: float
+
+    @property
+    def last_clear(self) -> bool:
+        return abs(self.last_diff) > self.last_margin
+
+    @property
+    def best_clear(self) -> bool:
+        return abs(self.best_diff) > self.best_margin
+
+    @property
+    def verdict(self) -> str:
+        if not (self.last_clear and self.best_clear and (self.last_diff > 0) == (self.best_diff > 0)):
+            return "inside the seeds' spread"
+        return "clearly better" if self.last_diff > 0 else "clearly worse"
+
+    def __str__(self) -> str:
+        return (f"{self.last_diff:+.2f} ± {self.last_margin:.2f} last, {self.best_diff:+.2f} ± {self.best_margin:.2f} "
+                f"best: {self.verdict}")
+
+
+def compare(a: str, b: str, summaries: Mapping[str, Summary]) -> Comparison:
+    """:class:`Comparison` of arm ``a`` with arm ``b`` from their :class:`Summary` over seeds."""
+    for name in (a, b):
+        if name not in summaries:
+            raise ValueError(f"no summary for arm {name!r}; summarised: {', '.join(summaries)}")
+    sa, sb = summaries[a], summaries[b]
+    if min(sa.n, sb.n) < 2:
+        raise ValueError(f"comparing {a!r} (n={sa.n}) with {b!r} (n={sb.n}) needs >= 2 seeds each")
+
+    def margin(std_a: float, std_b: float) -> float:
+        return 2 * math.sqrt(std_a ** 2 / sa.n + std_b ** 2 / sb.n)
+
+    return Comparison(a, b, sa.last_mean - sb.last_mean, margin(sa.last_std, sb.last_std),
+                      sa.best_mean - sb.best_mean, margin(sa.best_std, sb.best_std))
+
+
+LAST_EPOCH, BEST_EPOCH = "test accuracy, last epoch (%)", "test accuracy, best epoch (%)"
+
+
+def record(recorder, method: str, histories: Sequence[History], protocol: Optional[Protocol] = None,
+           setting: Optional[str] = None) -> None:
+    """Write one last-epoch and one best-epoch test-accuracy row per seed, tagged with the protocol's
+    pair, the test-set size and ``setting`` (default: the protocol's training set and budget)."""
     protocol = protocol or active_protocol()
     if len(histories) != len(protocol.seeds):
         raise ValueError(f"got {len(histories)} histories for the protocol's {len(protocol.seeds)} seeds")
-    uses_teacher = method not in METHODS or METHODS[method](protocol).uses_teacher
+    uses_teacher = _factory(method)(protocol).uses_teacher if method in METHODS else True
+    setting = setting or (f"shared protocol: {protocol.train_per_class * 10} training images, "
+                          f"{protocol.epochs} epochs")
     for seed, history in zip(protocol.seeds, histories):
-        for metric, value in (("last_acc", history.last_acc), ("best_acc", history.best_acc)):
+        for metric, value in ((LAST_EPOCH, history.last_acc), (BEST_EPOCH, history.best_acc)):
             recorder.record(method, metric, value, teacher=protocol.teacher if uses_teacher else "-",
-                            student=protocol.student,
-                            seed=seed, epochs=history.epochs, protocol="shared")
+                            student=protocol.student, seed=seed, epochs=history.epochs, protocol="shared",
+                            test_images=test_images(protocol), setting=setting)

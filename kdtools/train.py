@@ -163,6 +163,24 @@ def _weight_at(weight: Weight, epoch: int) -> float:
     return float(weight(epoch)) if callable(weight) else float(weight)
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became nan or inf; the message names the epoch, the step and every term's value."""
+
+
+def _nonfinite_message(epoch: int, step: int, steps: Optional[int], loss: float,
+                       terms: Mapping[str, Tuple[float, float]], lr: float) -> str:
+    of = f" of {steps}" if steps else ""
+    listing = ", ".join(f"{name} = {value:.6g} (weight {weight:g})" for name, (weight, value) in terms.items())
+    culprits = [name for name, (weight, value) in terms.items() if not math.isfinite(value)]
+    blame = (f"The term(s) {', '.join(culprits)} returned a non-finite value" if culprits else
+             "Every term is finite but their weighted sum is not (an infinite or nan weight?)")
+    return (f"training stopped: the loss is {loss:.6g} at epoch {epoch + 1}, step {step}{of}\n"
+            f"  terms: {listing}\n"
+            f"  {blame}; the model keeps the weights of the previous step.\n"
+            f"  Usual causes: a learning rate too high for this model and loss (lr is {lr:g} at this step:\n"
+            f"  try 10 times smaller), a term that takes the log of 0 or divides by 0, or nan/inf in the inputs.")
+
+
 def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
         terms: Optional[Mapping[str, Union[LossTerm, Tuple[Weight, LossTerm]]]] = None,
         teacher: Optional[nn.Module] = None, student_layers: Sequence[str] = (), teacher_layers: Sequence[str] = (),
@@ -184,6 +202,9 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
     cache_teacher_logits: compute the teacher's logits once for the whole training set and look
         them up by example index. Valid only without augmentation and without teacher features.
     seed: re-seeds torch before training (dropout, initialisation of lazily built parts).
+
+    Raises :class:`NonFiniteLossError` (a ``FloatingPointError``) at the first step whose loss is nan or
+    inf, before that step's update, naming the epoch, the step and every term's value.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -232,7 +253,7 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
             weights = {name: _weight_at(w, epoch) for name, (w, _) in terms.items()}
             sums = {name: 0.0 for name in terms}
             total, seen = 0.0, 0
-            for batch in train_loader:
+            for step_number, batch in enumerate(train_loader, start=1):
                 images, labels, index = _move(batch, device)
                 teacher_logits = None
                 if cached_logits is not None:
@@ -246,6 +267,12 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
                             teacher_hooks.outputs if teacher_hooks else {}, epoch)
                 values = {name: fn(step) for name, (_, fn) in terms.items()}
                 loss = sum(weights[name] * value for name, value in values.items())
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):  # stop before a nan/inf gradient reaches the weights
+                    raise NonFiniteLossError(_nonfinite_message(
+                        epoch, step_number, len(train_loader) if hasattr(train_loader, "__len__") else None,
+                        loss_value, {name: (weights[name], value.item()) for name, value in values.items()},
+                        opt.param_groups[0]["lr"]))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -255,7 +282,7 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
                             weight.copy_(torch.renorm(weight, p=2, dim=0, maxnorm=max_norm))
                 n = labels.shape[0]
                 seen += n
-                total += loss.item() * n
+                total += loss_value * n
                 for name, value in values.items():
                     sums[name] += value.item() * n
             sched.step()

@@ -401,6 +401,11 @@ def latency_with_numpy(times_ms, warmup):
     return np.median(times_ms.numpy()[..., warmup:], axis=-1)
 
 
+def latency_as_float(times_ms, warmup):
+    import statistics
+    return statistics.median(times_ms[warmup:].tolist())
+
+
 def latency_as_string(times_ms, warmup):
     return f"{float(torch.quantile(times_ms[..., warmup:], 0.5)):.3f} ms"
 
@@ -511,6 +516,10 @@ def ls_reference(logits, labels, epsilon):
     return F.cross_entropy(logits, labels, label_smoothing=epsilon)
 
 
+def ls_builtin_module(logits, labels, epsilon):
+    return torch.nn.CrossEntropyLoss(label_smoothing=epsilon)(logits, labels)
+
+
 def ls_by_hand(logits, labels, epsilon):
     num_classes = logits.shape[-1]
     target = (1 - epsilon) * F.one_hot(labels, num_classes) + epsilon / num_classes
@@ -546,6 +555,11 @@ def ls_swapped(logits, labels, epsilon):
 
 def ls_only_scaled(logits, labels, epsilon):
     return (1 - epsilon) * F.cross_entropy(logits, labels)
+
+
+def ls_only_scaled_plus_uniform(logits, labels, epsilon):
+    # the plain cross-entropy (label_smoothing=0) is allowed: only the built-in smoothing is forbidden
+    return (1 - epsilon) * F.cross_entropy(logits, labels) + epsilon * (-torch.log_softmax(logits, -1).mean(-1)).mean()
 
 
 def ls_summed_over_batch(logits, labels, epsilon):
@@ -781,16 +795,40 @@ def bias_shift_as_float(z, y, c, k):
     return float(bias_shift_reference(z, y, c, k))
 
 
+def bias_shift_whole_numbers(z, y, c, k):
+    # searches -10 ... 10 and ignores the candidates: right only when the answer is a whole number
+    best, best_acc = None, -1.0
+    for shift in range(-10, 11):
+        shifted = z.clone()
+        shifted[:, c] += shift
+        acc = (shifted.argmax(1) == y).double().mean().item()
+        if acc > best_acc:
+            best, best_acc = shift, acc
+    return torch.tensor(float(best), dtype=k.dtype)
+
+
+def bias_shift_sorted_candidates(z, y, c, k):
+    # first of the tied shifts in SORTED order, not in the given order
+    return bias_shift_reference(z, y, c, k.sort().values)
+
+
+def bias_shift_first_candidate(z, y, c, k):
+    return k[0]
+
+
 CHECKER_CASES = {
     "check_find_bias_shift": {
-        "correct": [bias_shift_reference, bias_shift_loop],
+        # a shift is a number: without gradient checks a Python float is as good an answer as a 0-d tensor
+        "correct": [bias_shift_reference, bias_shift_loop, bias_shift_as_float],
         "wrong": [
             (bias_shift_class_recall, "you maximised the accuracy on class"),
             (bias_shift_subtracted, "you subtracted the shift"),
             (bias_shift_last_tie, "return the FIRST one"),
             (bias_shift_returns_accuracy, "you returned the best accuracy"),
             (bias_shift_returns_index, "you returned the position of the best shift"),
-            (bias_shift_as_float, "returned a Python number"),
+            (bias_shift_whole_numbers, "you searched whole-number shifts"),
+            (bias_shift_sorted_candidates, "return the first one in the order the candidates are given"),
+            (bias_shift_first_candidate, "check 1/5"),
         ],
     },
     "check_nckd": {
@@ -894,6 +932,8 @@ CHECKER_CASES = {
             (latency_whole_tensor, "not of the whole tensor"),
             (latency_over_models, "not over dim=0 (the models)"),
             (latency_as_string, "returned a str"),
+            # a number is accepted where the answer is one (checks 1, 2, 4); the [3, 7] case is not a list
+            (latency_as_float, "raised TypeError on check 3/4 (3 models"),
             (not_implemented, "not implemented yet"),
         ],
     },
@@ -930,8 +970,10 @@ CHECKER_CASES = {
         ],
     },
     "check_label_smoothing_loss": {
-        "correct": [ls_reference, ls_by_hand, ls_two_terms],
+        "correct": [ls_by_hand, ls_two_terms, ls_only_scaled_plus_uniform],
         "wrong": [
+            (ls_reference, "you called PyTorch's built-in label smoothing"),
+            (ls_builtin_module, "you called PyTorch's built-in label smoothing"),
             (ls_over_wrong_classes, "you spread epsilon over the C − 1 = 9 wrong classes"),
             (ls_without_one_minus_eps, "the one-hot part must be scaled by (1 − ε)"),
             (ls_uniform_summed, "(a mean, not a sum)"),
@@ -1029,6 +1071,21 @@ def test_checkers_never_raise_because_of_the_student(checker, fn, capsys):
     assert capsys.readouterr().out.startswith("✗")
 
 
+def _loops_forever(*args):
+    while True:
+        pass
+
+
+@pytest.mark.parametrize("checker", sorted(exercises.CHECKERS))
+def test_checkers_stop_an_endless_loop(checker, capsys, monkeypatch):
+    from kdtools.exercises import _harness
+
+    monkeypatch.setattr(_harness, "TIME_LIMIT_S", 0.2)
+    assert exercises.CHECKERS[checker](_loops_forever).passed is False
+    printed = capsys.readouterr().out
+    assert printed.startswith("✗") and "no result within 0.2 s on check 1/" in printed, printed
+
+
 def test_error_feedback_points_at_the_students_line(capsys):
     exercises.check_softmax_with_temperature(softmax_max_without_keepdim)
     printed = capsys.readouterr().out
@@ -1094,3 +1151,13 @@ def test_distillation_step_checker_leaves_the_callers_models_and_gradients_alone
     with torch.no_grad():  # the check needs gradients even when the caller sits in no_grad
         assert exercises.check_distillation_step(step_reference).passed is True
     assert torch.equal(before, torch.get_rng_state())
+
+
+def test_label_smoothing_checker_restores_cross_entropy(capsys):
+    builtin = F.cross_entropy
+    exercises.check_label_smoothing_loss(ls_reference)
+    exercises.check_label_smoothing_loss(ls_by_hand)
+    assert F.cross_entropy is builtin
+    # the reference and the mistake models still use the built-in smoothing outside the student's call
+    logits, labels = torch.randn(3, 5), torch.tensor([0, 2, 4])
+    assert torch.allclose(F.cross_entropy(logits, labels, label_smoothing=0.1), ls_by_hand(logits, labels, 0.1))

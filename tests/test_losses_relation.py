@@ -105,6 +105,19 @@ def test_rkd_angle_equals_reference_formulation(dtype, tol):
     assert torch.allclose(s1.grad, s2.grad, rtol=1e-3 if dtype == torch.float32 else 1e-8, atol=tol)
 
 
+def test_two_samples_carry_no_relation_so_both_rkd_losses_refuse_them():
+    # what B = 2 would give: 0 for any embeddings (one normalised distance = 1; only degenerate triples)
+    s, t = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64) * 9
+    assert naive_rkd_angle(s, t).item() == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match=r"^rkd_angle_loss needs a batch of at least 3 samples \(an angle needs a "
+                                         r"triplet of distinct samples"):
+        rkd_angle_loss(s, t)
+    with pytest.raises(ValueError, match=r"^rkd_distance_loss needs a batch of at least 3 samples \(with 2 the one "
+                                         r"distance"):
+        rkd_distance_loss(s, t)
+    # three samples form one triangle: the hand-computed test above uses exactly that
+
+
 def test_rkd_distance_equals_reference_formulation():
     torch.manual_seed(1)
     s, t = torch.randn(10, 5, dtype=torch.float64), torch.randn(10, 8, dtype=torch.float64)
@@ -140,7 +153,8 @@ def test_rkd_combined_weights():
 @pytest.mark.parametrize("args,match", [
     ((torch.randn(4, 3, 2), torch.randn(4, 3)), r"student_emb must be a \[B, D\] tensor \(rank 2\), got shape \(4, 3, 2\)"),
     ((torch.randn(4, 3), torch.randn(5, 3)), r"batch sizes differ: student_emb has 4 .* teacher_emb has 5"),
-    ((torch.randn(1, 3), torch.randn(1, 3)), r"RKD needs at least 2 samples"),
+    ((torch.randn(1, 3), torch.randn(1, 3)), r"needs a batch of at least 3 samples .* batch size 1"),
+    ((torch.randn(2, 3), torch.randn(2, 5)), r"needs a batch of at least 3 samples .* batch size 2 \(shape \(2, 3\)\)"),
     ((torch.randn(4, 3), torch.full((4, 3), float("nan"))), r"teacher_emb contains non-finite"),
 ])
 def test_rkd_bad_input(fn, args, match):

@@ -78,17 +78,63 @@ def test_ld_hand_computed():
     assert localization_distillation_loss(s, t).item() == pytest.approx(edge0 / 4, rel=1e-5)
 
 
-def test_ld_weighted_mean_over_boxes_and_empty():
+def test_ld_mean_over_boxes_and_empty():
     torch.manual_seed(2)
     s, t = torch.randn(3, 4, 9) * 3, torch.randn(3, 4, 9) * 3
     per_box = torch.stack([localization_distillation_loss(s[i:i + 1], t[i:i + 1]) for i in range(3)])
     assert torch.allclose(localization_distillation_loss(s, t), per_box.mean())
-    w = torch.tensor([0.2, 0.0, 1.0])
-    assert torch.allclose(localization_distillation_loss(s, t, weight=w), (w * per_box).sum() / w.sum())
     empty = torch.zeros(0, 4, 9, requires_grad=True)
     value = localization_distillation_loss(empty, torch.zeros(0, 4, 9))
     assert value.item() == 0.0 and value.requires_grad
     assert localization_distillation_loss(t.clone(), t).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ld_weights_and_avg_factor_hand_computed():
+    # two boxes, two bins; only edge 0 of each box differs from the student's uniform [1/2, 1/2]
+    s = torch.zeros(2, 4, 2, dtype=torch.float64)
+    t = torch.zeros(2, 4, 2, dtype=torch.float64)
+    t[0, 0] = torch.tensor([10 * math.log(3.0), 0.0])  # teacher [3/4, 1/4] at T = 10
+    t[1, 0] = torch.tensor([0.0, 10 * math.log(4.0)])  # teacher [1/5, 4/5]
+    l0 = 100 * kl([0.75, 0.25], [0.5, 0.5]) / 2  # T² KL / n_bins of the one informative edge
+    l1 = 100 * kl([0.2, 0.8], [0.5, 0.5]) / 2
+    w = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    # mmdet's weight_reduce_loss: mean over the N·4 = 8 weighted edge terms ...
+    assert localization_distillation_loss(s, t, weight=w).item() == pytest.approx((0.5 * l0 + 2 * l1) / 8)
+    # ... or their sum over avg_factor: LDHead's avg_factor = 4 is a weighted SUM over boxes, not / Σw
+    head = localization_distillation_loss(s, t, weight=w, avg_factor=4.0).item()
+    assert head == pytest.approx((0.5 * l0 + 2 * l1) / 4)
+    assert head != pytest.approx((0.5 * l0 + 2 * l1) / 4 / w.sum().item())
+    assert localization_distillation_loss(s, t, avg_factor=2.0).item() == pytest.approx((l0 + l1) / 2)
+
+
+def _authors_ld(pred, soft_label, weight, avg_factor, T=10.0):
+    """LDHead's loss_ld without its 0.25 loss weight, written as the authors' code computes it: edges as
+    rows of [N·4, n_bins], kl_div(...).mean(1) · T², times the weight repeated over the edges, sum / avg_factor."""
+    n, _, bins = pred.shape
+    pred, soft_label = pred.reshape(-1, bins), soft_label.reshape(-1, bins)
+    target = torch.softmax(soft_label / T, dim=1).detach()
+    per_edge = torch.nn.functional.kl_div(torch.log_softmax(pred / T, dim=1), target, reduction="none").mean(1)
+    per_edge = per_edge * T * T * weight[:, None].expand(-1, 4).reshape(-1)
+    return per_edge.sum() / avg_factor
+
+
+def test_ld_equals_the_authors_head_with_their_weight_and_avg_factor():
+    gen = torch.Generator().manual_seed(5)
+    s = torch.randn(7, 4, 17, generator=gen, dtype=torch.float64) * 4
+    t = torch.randn(7, 4, 17, generator=gen, dtype=torch.float64) * 4
+    quality = torch.rand(7, generator=gen, dtype=torch.float64)
+    ours = localization_distillation_loss(s, t, 10.0, weight=quality, avg_factor=4.0)
+    assert torch.allclose(ours, _authors_ld(s, t, quality, 4.0), rtol=1e-12)
+
+
+def test_ld_gradcheck_with_weights():
+    gen = torch.Generator().manual_seed(6)
+    s = (torch.randn(3, 4, 5, generator=gen, dtype=torch.float64) * 3).requires_grad_()
+    t = torch.randn(3, 4, 5, generator=gen, dtype=torch.float64) * 3
+    w = torch.tensor([0.3, 0.0, 1.5], dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda x: localization_distillation_loss(x, t, 2.0, weight=w, avg_factor=4.0), (s,))
+    assert torch.autograd.gradcheck(lambda x: localization_distillation_loss(x, t, 2.0, weight=w), (s,))
 
 
 @pytest.mark.parametrize("call,match", [
@@ -99,6 +145,7 @@ def test_ld_weighted_mean_over_boxes_and_empty():
     (lambda: localization_distillation_loss(torch.randn(3, 4, 8), torch.randn(3, 4, 8), temperature=-1), r"temperature must be finite and > 0"),
     (lambda: localization_distillation_loss(torch.randn(3, 4, 8), torch.randn(3, 4, 8), weight=torch.ones(2)), r"weight must have N = 3 entries"),
     (lambda: localization_distillation_loss(torch.randn(3, 4, 8), torch.randn(3, 4, 8), weight=-torch.ones(3)), r"weight must be non-negative"),
+    (lambda: localization_distillation_loss(torch.randn(3, 4, 8), torch.randn(3, 4, 8), avg_factor=0), r"avg_factor must be finite and > 0, got 0"),
 ])
 def test_ld_bad_input(call, match):
     with pytest.raises(ValueError, match=match):

@@ -1,10 +1,12 @@
+import re
+
 import pytest
 import torch
 
-from kdtools.data import TensorLoader, random_shift, stratified_subset
+from kdtools.data import TensorData, TensorLoader, random_shift, stratified_subset
 from kdtools.models import MLP, SmallCNN
-from kdtools.train import (History, Step, cross_entropy_term, distill, evaluate, fit, kd_term, predict_logits,
-                           train)
+from kdtools.train import (History, NonFiniteLossError, Step, cross_entropy_term, distill, evaluate, fit, kd_term,
+                           predict_logits, train)
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +166,45 @@ def test_kd_term_without_teacher_is_explained():
     step = Step(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long), torch.arange(2), torch.zeros(2, 10))
     with pytest.raises(ValueError, match="needs a teacher"):
         kd_term(4.0)(step)
+
+
+def _toy_loaders(n=40, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    toy = TensorData(torch.randn(n, 1, 28, 28, generator=gen), torch.arange(n) % 10)
+    return TensorLoader(toy, 10, shuffle=True, seed=seed), TensorLoader(toy, 20)
+
+
+def test_a_nan_term_stops_training_at_its_step_with_every_terms_value():
+    model = MLP((8,))
+    calls = []
+
+    def breaks_on_step_3(step: Step):
+        calls.append(step.epoch)
+        return torch.tensor(float("nan")) if len(calls) == 7 else step.student_logits.sum() * 0.0
+
+    before = None
+
+    def snapshot(step: Step):
+        nonlocal before
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        return torch.zeros(())
+
+    with pytest.raises(NonFiniteLossError) as err:
+        fit(model, *_toy_loaders(), epochs=3, device="cpu", progress=False,
+            terms={"ce": cross_entropy_term, "snapshot": snapshot, "bad": (0.5, breaks_on_step_3)})
+    message = str(err.value)
+    assert isinstance(err.value, FloatingPointError)
+    # 4 steps per epoch: call 7 is epoch 2, step 3
+    assert "loss is nan at epoch 2, step 3 of 4" in message
+    assert "bad = nan (weight 0.5)" in message and "snapshot = 0 (weight 1)" in message
+    assert "The term(s) bad returned a non-finite value" in message
+    assert re.search(r"ce = \d+\.\d+ \(weight 1\)", message)
+    # the nan step did not touch the weights
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_diverging_learning_rate_stops_with_the_learning_rate_named(small_mnist):
+    torch.manual_seed(0)
+    with pytest.raises(NonFiniteLossError,
+                       match=r"at epoch 1, step \d+ of 20\n  terms: ce = (nan|inf)(.|\n)*lr is 10000"):
+        train(MLP((64,)), *loaders(small_mnist), epochs=2, lr=1e4, device="cpu", progress=False)

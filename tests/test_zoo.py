@@ -74,3 +74,119 @@ def test_unknown_name_and_bad_option():
         zoo.load("nope")
     with pytest.raises(ValueError, match="on_missing must be"):
         zoo.load("mnist-cnn-teacher", on_missing="ignore")
+
+
+# ----------------------------------------------------------------------------- reliability: clear errors
+def test_missing_manifest_names_the_file_and_the_fix(tmp_path):
+    missing = tmp_path / "manifest.json"
+    with pytest.raises(zoo.ManifestError, match=r"manifest .*manifest\.json does not exist.*git checkout"):
+        zoo.load("mnist-cnn-teacher", checkpoint_dir=tmp_path, manifest_path=missing)
+
+
+def test_malformed_manifest_names_the_file(tmp_path):
+    bad = tmp_path / "manifest.json"
+    bad.write_text('{"mnist-cnn-teacher": {"file": "x.pt",')  # truncated
+    with pytest.raises(zoo.ManifestError, match=r"manifest .*manifest\.json is not valid JSON"):
+        zoo.verify("mnist-cnn-teacher", checkpoint_dir=tmp_path, manifest_path=bad)
+    bad.write_text("[1, 2]")
+    with pytest.raises(zoo.ManifestError, match="must be a JSON object of entries.*got list"):
+        zoo.verify("mnist-cnn-teacher", checkpoint_dir=tmp_path, manifest_path=bad)
+
+
+def test_entry_without_sha256_is_reported_as_such_not_as_corrupt(copied_zoo):
+    ckpt, manifest, _ = copied_zoo
+    entry = json.loads(manifest.read_text())["mnist-cnn-teacher"]
+    del entry["sha256"]
+    manifest.write_text(json.dumps({"mnist-cnn-teacher": entry}))
+    with pytest.raises(zoo.ManifestError) as err:
+        zoo.load("mnist-cnn-teacher", checkpoint_dir=ckpt, manifest_path=manifest)
+    message = str(err.value)
+    assert "entry 'mnist-cnn-teacher' has no sha256" in message and str(manifest) in message
+    assert "python -m kdtools.zoo train mnist-cnn-teacher" in message and "corrupt" not in message
+
+
+def test_a_recipe_without_a_checkpoint_says_how_to_train_it(tmp_path):
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text("{}")
+    with pytest.raises(ValueError, match="has a recipe but no checkpoint.*python -m kdtools.zoo train mnist-cnn"):
+        zoo.verify("mnist-cnn-teacher", checkpoint_dir=tmp_path, manifest_path=manifest)
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("training started although the destination cannot be written")
+
+
+def test_unwritable_destination_fails_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "train_model", _no_training)
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("")
+    with pytest.raises(PermissionError, match=r"cannot write .*not-a-folder.*--out DIR"):
+        zoo.train_checkpoint("mnist-cnn-teacher", checkpoint_dir=a_file / "checkpoints",
+                             manifest_path=a_file / "manifest.json")
+
+
+def test_read_only_install_fails_before_training(tmp_path, monkeypatch):
+    # a read-only site-packages, simulated (the tests may run as root, who can write anywhere)
+    monkeypatch.setattr(zoo, "train_model", _no_training)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(zoo.tempfile, "TemporaryFile", refuse)
+    with pytest.raises(PermissionError, match=r"cannot write the zoo checkpoint to .*Permission denied.*--out DIR"):
+        zoo.train_checkpoint("mnist-cnn-teacher", checkpoint_dir=tmp_path, manifest_path=tmp_path / "m.json")
+
+
+def test_train_cli_writes_to_the_chosen_folder_and_load_finds_it(tmp_path, monkeypatch, mnist, capsys):
+    from kdtools.zoo.__main__ import main
+
+    monkeypatch.setitem(zoo.RECIPES, "tiny", zoo.Recipe(architecture="mlp-30x2", epochs=1, lr=0.05, seed=0,
+                                                        storage="float16"))
+    out = tmp_path / "my-zoo"
+    monkeypatch.setattr("sys.argv", ["kdtools.zoo", "train", "tiny", "--out", str(out)])
+    assert main() == 0
+    assert str(out / "tiny.pt") in capsys.readouterr().out
+    entry = json.loads((out / "manifest.json").read_text())["tiny"]
+    assert entry["sha256"] == zoo.sha256(out / "tiny.pt") and len(entry["history"]["test_acc"]) == 1
+    model = zoo.load("tiny", checkpoint_dir=out, manifest_path=out / "manifest.json")
+    # float16 storage: the entry's accuracy is that of the stored weights, and loading gives float32
+    assert next(model.parameters()).dtype == torch.float32
+    assert evaluate(model, TensorLoader(mnist[1], 1000), device="cpu") == pytest.approx(entry["test_accuracy"])
+    assert "tiny" not in zoo.available()  # the installed manifest is untouched
+
+
+def test_train_cli_reports_an_unwritable_out_folder_without_a_traceback(tmp_path, monkeypatch, capsys):
+    from kdtools.zoo.__main__ import main
+
+    monkeypatch.setattr(zoo, "train_model", _no_training)
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    monkeypatch.setattr("sys.argv", ["kdtools.zoo", "train", "mnist-cnn-teacher", "--out", str(a_file / "sub")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert "error: cannot write the zoo checkpoint" in capsys.readouterr().err
+
+
+def test_transfer_split_holds_out_validation_images_and_omits_a_class():
+    labels = torch.arange(100) % 10
+    recipe = zoo.Recipe(architecture="mlp-30x2", validation_images=20, omit_class=3)
+    transfer, val = zoo.transfer_split(recipe, labels)
+    assert len(val) == 20 and not set(transfer.tolist()) & set(val.tolist())
+    assert (labels[transfer] != 3).all() and len(transfer) == 80 - int((labels[transfer.new_tensor(
+        [i for i in range(100) if i not in set(val.tolist())])] == 3).sum())
+    everything, none = zoo.transfer_split(zoo.Recipe(architecture="mlp-30x2"), labels)
+    assert torch.equal(everything, torch.arange(100)) and len(none) == 0
+
+
+def test_student_recipes_name_their_teacher_and_distillation_settings():
+    for seed in (0, 1, 2):
+        kd = zoo.RECIPES[f"mnist-mlp-800x2-kd20-s{seed}"]
+        scratch = zoo.RECIPES[f"mnist-mlp-800x2-scratch-s{seed}"]
+        assert (kd.teacher, kd.temperature, kd.alpha, kd.seed) == ("mnist-mlp-teacher", 20.0, 0.9, seed)
+        assert scratch.teacher is None
+        # one change per comparison: the distilled and the scratch student differ only in the loss
+        same = {k: v for k, v in zoo.asdict(kd).items() if k not in ("teacher", "temperature", "alpha",
+                                                                     "description")}
+        assert same == {k: v for k, v in zoo.asdict(scratch).items() if k in same}
+    assert zoo.RECIPES["mnist-mlp-teacher-200ep"].init_from == "mnist-mlp-teacher"

@@ -9,10 +9,19 @@ when the student's output is exactly what that mistake produces.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
+import math
+import os
 import re
+import signal
+import sys
+import threading
+import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -50,6 +59,131 @@ class ErrorHint:
 
     pattern: str
     hint: str
+
+
+# How long the student's function may run on one case; the cases are small, so a correct solution needs
+# milliseconds. run_checks(time_limit_s=...) overrides it for one checker.
+TIME_LIMIT_S = 10.0
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+
+
+class _TimeLimit(BaseException):
+    """Raised inside the student's code when its time is up. A BaseException, like KeyboardInterrupt, so
+    that an ``except Exception`` in the student's code cannot swallow it."""
+
+
+def _call_with_time_limit(fn: Callable, args: tuple, seconds: float):
+    """``fn(*args)``, interrupted with :class:`_TimeLimit` after ``seconds``.
+
+    On the main thread of a Unix process (a notebook cell, pytest) a SIGALRM timer interrupts the
+    student's Python code, so an endless loop really stops; a previous timer (e.g. pytest-timeout's) is
+    restored afterwards. Elsewhere the call runs in a daemon thread and the checker stops waiting for it
+    (the thread itself cannot be stopped and runs on in the background).
+    A single long C call (one huge torch operation) is only interrupted when it returns.
+    """
+    if not math.isfinite(seconds):
+        return fn(*args)
+    if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
+        armed = [True]
+
+        def on_alarm(signum, frame):
+            if armed[0]:
+                raise _TimeLimit()
+
+        previous_handler = signal.signal(signal.SIGALRM, on_alarm)
+        previous_delay, previous_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+        start = time.monotonic()
+        try:
+            result = fn(*args)
+            armed[0] = False
+            return result
+        finally:
+            armed[0] = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous_handler)
+            if previous_delay:
+                left = max(previous_delay - (time.monotonic() - start), 1e-3)
+                signal.setitimer(signal.ITIMER_REAL, left, previous_interval)
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = fn(*args)
+        except BaseException as error:  # handed to the caller's thread below
+            outcome["error"] = error
+
+    worker = threading.Thread(target=target, daemon=True, name="kdtools-checked-call")
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise _TimeLimit()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _resolve(name: str):
+    """``"torch.nn.functional.softmax"`` -> (the object that holds it, attribute name)."""
+    parts = name.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for part in parts[split:-1]:
+            owner = getattr(owner, part)
+        if hasattr(owner, parts[-1]):
+            return owner, parts[-1]
+        break
+    raise ValueError(f"forbidden names must be importable attributes such as 'torch.softmax', got {name!r}")
+
+
+@contextlib.contextmanager
+def _watching(names: Sequence[str], student_globals: Optional[dict]):
+    """Record, in the yielded list, every forbidden function the student's code calls.
+
+    The named attributes are replaced by recording wrappers for the duration of the call, and so are the
+    student's global names bound to the same functions (``from torch import softmax``). Calls made from
+    inside torch itself (e.g. ``F.softmax`` calling ``Tensor.softmax``) are not the student's and are not
+    recorded. The wrappers still compute the real result, so the student's code runs as written.
+    """
+    called: List[str] = []
+    restore = []
+
+    def recording(name, original):
+        @functools.wraps(original)
+        def wrapper(*args, **kwargs):
+            if not sys._getframe(1).f_code.co_filename.startswith(_TORCH_DIR):
+                called.append(name)
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    try:
+        for name in names:
+            owner, attribute = _resolve(name)
+            original = getattr(owner, attribute)
+            wrapper = recording(name, original)
+            restore.append((owner, attribute, owner.__dict__.get(attribute, _MISSING)
+                            if isinstance(owner, type) else original))
+            setattr(owner, attribute, wrapper)
+            for key, value in list((student_globals or {}).items()):
+                if value is original:
+                    restore.append((student_globals, key, value))
+                    student_globals[key] = wrapper
+        yield called
+    finally:
+        for owner, attribute, original in reversed(restore):
+            if isinstance(owner, dict):
+                owner[attribute] = original
+            elif original is _MISSING:
+                delattr(owner, attribute)
+            else:
+                setattr(owner, attribute, original)
+
+
+_MISSING = object()
 
 
 class _Failure(Exception):
@@ -117,12 +251,30 @@ def _gradient(output: torch.Tensor, wrt: torch.Tensor, weights: torch.Tensor) ->
     return torch.zeros_like(wrt) if grad is None else grad
 
 
+def _gradient_hint(got: torch.Tensor, expected: torch.Tensor) -> str:
+    """Why a right value can have a wrong gradient, told apart by what the wrong gradient looks like."""
+    if not bool(torch.isfinite(got).all()) and bool(torch.isfinite(expected).all()):
+        return ("your gradient contains nan or inf although the value is right: a step that is\n"
+                "  harmless forwards breaks the backward pass, e.g. sqrt, log or x ** 0.5 at 0, or a\n"
+                "  torch.where whose discarded branch is inf or nan (its gradient still flows back:\n"
+                "  make the input safe first).")
+    if not bool(got.any()) and bool(expected.any()):
+        return ("no gradient flows back to the input although the value is right: part of your\n"
+                "  computation is detached from the graph (`.detach()`, `.item()`, `.numpy()`,\n"
+                "  `torch.tensor(...)` of an intermediate result, or `torch.no_grad()`).")
+    return ("the value is right but its gradient is not: a step changes the gradient without\n"
+            "  changing the value, e.g. rounding, an argmax or one-hot built from the input, clamping,\n"
+            "  an in-place edit, or `.detach()` on a part that does not cancel out.")
+
+
 class _Checker:
-    def __init__(self, fn, name, signature, reference, cases, mistakes, error_hints, nonfinite_hint, rtol, atol):
+    def __init__(self, fn, name, signature, reference, cases, mistakes, error_hints, nonfinite_hint, rtol, atol,
+                 forbidden, numbers, time_limit_s):
         self.fn, self.name, self.signature = fn, name, signature
         self.reference, self.cases, self.mistakes = reference, cases, mistakes
         self.error_hints, self.nonfinite_hint = error_hints, nonfinite_hint
         self.rtol, self.atol = rtol, atol
+        self.forbidden, self.numbers, self.time_limit_s = forbidden, numbers, time_limit_s
 
     def header(self, number: int, case: Case, problem: str) -> str:
         return f"✗ {self.name}: {problem} on check {number}/{len(self.cases)} ({case.description})."
@@ -132,7 +284,13 @@ class _Checker:
 
     def call_student(self, number: int, case: Case, args: tuple):
         try:
-            return self.fn(*args)
+            with _watching(list(self.forbidden), getattr(self.fn, "__globals__", None)) as called:
+                got = _call_with_time_limit(self.fn, args, self.time_limit_s)
+        except _TimeLimit:
+            raise _Failure(self.header(number, case, f"no result within {self.time_limit_s:g} s"),
+                           "  Hint: an endless loop? Every `while` condition must become False (or the loop\n"
+                           "  break), and no loop may restart its own counter. These cases are small: a\n"
+                           "  correct solution takes milliseconds.")
         except NotImplementedError:
             raise _Failure(f"✗ {self.name}: not implemented yet. Replace the `raise NotImplementedError(...)` "
                            f"line with your code, run that cell, then run this check again.")
@@ -154,6 +312,11 @@ class _Checker:
                 else:
                     lines.append("  Hint: call your function on these inputs yourself to see the full traceback.")
             raise _Failure(*lines)
+        if called:
+            used = called[0]
+            hint = self.forbidden[used] or f"the exercise asks you to write this yourself: {used} is not allowed here."
+            raise _Failure(self.header(number, case, f"calls {used}"), self.hint(hint, case))
+        return got
 
     def diagnose(self, got: Any, case: Case) -> Optional[str]:
         for mistake in self.mistakes:
@@ -166,11 +329,16 @@ class _Checker:
                 return self.hint(mistake.hint, case)
         return None
 
-    def check_result(self, number: int, case: Case, got: Any, expected: torch.Tensor) -> None:
+    def check_result(self, number: int, case: Case, got: Any, expected: torch.Tensor) -> Any:
         if got is None:
             raise _Failure(self.header(number, case, "returned None"),
                            "  Hint: did you forget the `return` statement?")
-        if isinstance(got, (float, int, np.floating, np.integer)) and not isinstance(got, bool):
+        is_number = isinstance(got, (float, int, np.floating, np.integer)) and not isinstance(got, bool)
+        if is_number and self.numbers and expected.dim() == 0:
+            # the answer is a number and no gradient is checked: 3.5 and tensor(3.5) are the same answer
+            got = torch.tensor(float(got) if isinstance(got, (float, np.floating)) else int(got),
+                               dtype=expected.dtype)
+        elif is_number:
             raise _Failure(self.header(number, case, f"returned a Python number ({_describe(got)})"),
                            "  Hint: return the tensor itself (no `.item()` or `float(...)`): a number carries "
                            "no gradient, so nothing could be trained with it.")
@@ -189,7 +357,7 @@ class _Checker:
             raise _Failure(*lines)
         if _close(got, expected, self.rtol, self.atol) and bool(torch.isfinite(got).all()) == bool(
                 torch.isfinite(expected).all()):
-            return
+            return got
         lines = [self.header(number, case, "wrong value"),
                  f"    expected: {_describe(expected)}", f"    received: {_describe(got)}",
                  _first_difference(got, expected, self.rtol, self.atol)]
@@ -219,8 +387,8 @@ class _Checker:
             raise _Failure(self.header(number, case, "right value, wrong gradient"),
                            f"    expected gradient: {_describe(expected_grad)}",
                            f"    received gradient: {_describe(got_grad)}",
-                           "  Hint: part of your computation is detached from the graph, or a non-differentiable "
-                           "step (rounding, argmax, in-place edit) changes the gradient.")
+                           _first_difference(got_grad, expected_grad, self.rtol, self.atol),
+                           "  Hint: " + _gradient_hint(got_grad, expected_grad))
 
     def run_case(self, number: int, case: Case) -> None:
         args = case.make_args()
@@ -235,7 +403,7 @@ class _Checker:
                 raise _Failure(self.header(number, case, "changed its input in place"),
                                "  Hint: an in-place operation (`x /= T`, `x -= m`, `x.exp_()`) overwrote the "
                                "caller's tensor; write `scaled = x / T` instead.")
-        self.check_result(number, case, got, expected.detach())
+        got = self.check_result(number, case, got, expected.detach())
         if case.gradient:
             self.check_gradient(number, case, args, got, ref_args, expected)
 
@@ -273,18 +441,37 @@ PASSED, FAILED = CheckResult(True), CheckResult(False)
 
 def run_checks(fn: Any, *, name: str, signature: str, reference: Callable, cases: Sequence[Case],
                mistakes: Sequence[Mistake] = (), error_hints: Sequence[ErrorHint] = (),
-               nonfinite_hint: str = "", covers: str = "", rtol: float = 1e-4, atol: float = 1e-6) -> CheckResult:
+               nonfinite_hint: str = "", covers: str = "", rtol: float = 1e-4, atol: float = 1e-6,
+               forbidden: Union[Sequence[str], Mapping[str, str]] = (), numbers: Optional[bool] = None,
+               time_limit_s: Optional[float] = None) -> CheckResult:
     """Check ``fn`` against ``reference`` on every case; print one line on success, a diagnosis on failure.
 
     Returns a :class:`CheckResult`, truthy if every case passes. It never raises because of ``fn``:
-    exceptions, wrong types and wrong shapes become feedback. Stops at the first failing case, whose
-    description, expected and received values and hint are printed.
+    exceptions, wrong types, wrong shapes, forbidden calls and endless loops become feedback. Stops at the
+    first failing case, whose description, expected and received values and hint are printed.
+
+    forbidden: functions the exercise asks the student not to use, as importable names (e.g.
+        ``["torch.softmax", "torch.nn.functional.softmax", "torch.Tensor.softmax"]``: list every alias),
+        or a mapping from each name to its hint. A call from the student's code fails the check.
+    numbers: accept a Python number where the answer is a 0-d tensor. ``None`` (default): accept it when
+        no case checks a gradient, since a number then answers the exercise as well as a tensor does.
+    time_limit_s: how long ``fn`` may run on one case (default :data:`TIME_LIMIT_S`); ``math.inf``: no limit.
     """
     if not callable(fn):
         print(f"✗ {name}: expected a function, got {_describe(fn)}.\n"
               f"  Hint: pass the function itself, without calling it: check_{name}({name}).")
         return FAILED
-    checker = _Checker(fn, name, signature, reference, cases, mistakes, error_hints, nonfinite_hint, rtol, atol)
+    if not isinstance(forbidden, Mapping):
+        forbidden = {used: "" for used in forbidden}
+    for used in forbidden:
+        _resolve(used)  # a misspelt name is the checker's bug: say so now, not on the student's first call
+    if numbers is None:
+        numbers = not any(case.gradient for case in cases)
+    limit = TIME_LIMIT_S if time_limit_s is None else time_limit_s
+    if not limit > 0:
+        raise ValueError(f"time_limit_s must be > 0 (math.inf for no limit), got {time_limit_s!r}")
+    checker = _Checker(fn, name, signature, reference, cases, mistakes, error_hints, nonfinite_hint, rtol, atol,
+                       dict(forbidden), numbers, limit)
     try:
         # Gradients are part of the checks even if the caller sits inside torch.no_grad().
         with torch.enable_grad():

@@ -138,10 +138,12 @@ def _recording_calls(functions):
 
 def _forbidden_call(fn, functions, args) -> Optional[str]:
     """The first of ``functions`` that ``fn(*args)`` calls, or None. Errors are left to run_checks."""
+    from . import _harness  # an endless loop is reported by run_checks, under the same time limit
+
     with _recording_calls(functions) as used:
         try:
-            fn(*args)
-        except (Exception, SystemExit):
+            _harness._call_with_time_limit(fn, args, _harness.TIME_LIMIT_S)
+        except (Exception, SystemExit, _harness._TimeLimit):
             pass
     return used[0] if used else None
 
@@ -377,7 +379,7 @@ def check_generalized_distillation_loss(fn) -> CheckResult:
         reference=_gd_loss_reference, cases=_gd_cases(), mistakes=_GD_MISTAKES,
         error_hints=[_KEEPDIM_HINT, _LAST_DIM_HINT, _IN_PLACE_HINT],
         nonfinite_hint="nan or inf: the log of a probability that underflowed to 0. Use log_softmax(z_s).",
-        covers="two mixes of hard and soft labels, λ = 0 and 1, a very confident student, gradients",
+        covers="two mixes, λ = 0 and 1, gradients",
         atol=1e-5)
 
 
@@ -450,7 +452,7 @@ def check_munge_step(fn) -> CheckResult:
         error_hints=[ErrorHint(r"where expected condition to be a boolean tensor|expected condition",
                                "torch.where(condition, a, b) takes the boolean swap mask as its condition."),
                      _IN_PLACE_HINT],
-        covers="s = 1, 4 and 10, no swap, full swap without noise, ties with the neighbour")
+        covers="s = 1, 4 and 10, no swap, full swap, ties")
 
 
 # ----------------------------------------------------------------------------- median latency (inference gap)
@@ -589,9 +591,9 @@ _OBJECTIVE_MISTAKES = [
 
 def check_distillation_objective(fn) -> CheckResult:
     r"""Check ``fn(student_logits, teacher_logits, labels, alpha, temperature)`` = Hinton et al.'s objective
-    :math:`(1-\alpha)\,\mathrm{CE}(z_s, y) + \alpha\,T^2\,\mathrm{KL}(p_t^T \| p_s^T)`, each term averaged over
-    the batch (the default of :func:`kdtools.train.distill`). Six checks: alpha = 0.7, 0, 1 and 0.5, T = 4, 2
-    and 1, a very confident teacher and the gradient.
+    :math:`(1-\alpha)\,\mathrm{CE}(y, p^s(1)) + \alpha\,T^2\,\mathrm{KL}(p^t \| p^s)` (book notation), each term
+    averaged over the batch (the default of :func:`kdtools.train.distill`). Six checks: alpha = 0.7, 0, 1
+    and 0.5, T = 4, 2 and 1, a very confident teacher and the gradient.
     """
     return run_checks(
         fn, name="distillation_objective",
@@ -674,20 +676,55 @@ _LS_MISTAKES = [
 ]
 
 
+class ForbiddenFunction(RuntimeError):
+    """Raised inside a student's function when it calls what the exercise asks them to write themselves."""
+
+
+def _forbid_builtin_label_smoothing(fn):
+    # The exercise forbids F.cross_entropy's label_smoothing argument (and nn.CrossEntropyLoss's, which calls
+    # it): while the student's function runs, torch.nn.functional.cross_entropy refuses a non-zero value.
+    if not callable(fn):
+        return fn
+
+    def label_smoothing_loss(*args):
+        builtin = F.cross_entropy
+
+        def guarded(*call_args, **kwargs):
+            smoothing = kwargs.get("label_smoothing", call_args[7] if len(call_args) > 7 else 0.0)
+            if smoothing:
+                raise ForbiddenFunction(f"F.cross_entropy(..., label_smoothing={smoothing!r}) was called")
+            return builtin(*call_args, **kwargs)
+
+        F.cross_entropy = guarded
+        try:
+            return fn(*args)
+        finally:
+            F.cross_entropy = builtin
+
+    return label_smoothing_loss
+
+
 def check_label_smoothing_loss(fn) -> CheckResult:
     r"""Check ``fn(logits, labels, epsilon)`` = cross-entropy with the label-smoothed target
     :math:`y^{LS} = (1-\varepsilon)\,y + \varepsilon / C`, averaged over the batch
-    (``F.cross_entropy(logits, labels, label_smoothing=epsilon)``). Six checks: ε = 0.1, 0, 0.3 and 1,
-    very confident logits (numerical stability) and the gradient.
+    (``F.cross_entropy(logits, labels, label_smoothing=epsilon)``, which ``fn`` itself may not call: that is
+    the function the exercise asks for). Six checks: ε = 0.1, 0, 0.3 and 1, very confident logits
+    (numerical stability) and the gradient.
     """
     return run_checks(
-        fn, name="label_smoothing_loss", signature="label_smoothing_loss(logits, labels, epsilon)",
+        _forbid_builtin_label_smoothing(fn), name="label_smoothing_loss",
+        signature="label_smoothing_loss(logits, labels, epsilon)",
         reference=_label_smoothing_reference, cases=_ls_cases(), mistakes=_LS_MISTAKES,
-        error_hints=[_KEEPDIM_HINT, _LAST_DIM_HINT, _IN_PLACE_HINT,
+        error_hints=[ErrorHint(r"ForbiddenFunction",
+                               "you called PyTorch's built-in label smoothing (F.cross_entropy or "
+                               "nn.CrossEntropyLoss with label_smoothing=...), which is what this exercise asks "
+                               "you to write: build the smoothed target (1 − ε)·onehot(y) + ε / C yourself and "
+                               "take its cross-entropy with torch.log_softmax."),
+                     _KEEPDIM_HINT, _LAST_DIM_HINT, _IN_PLACE_HINT,
                      ErrorHint(r"one_hot is only applicable to index tensor|Expected.*Long",
                                "F.one_hot needs the integer labels (dtype long), not the logits or floats.")],
         nonfinite_hint="inf or nan: the log of a probability that underflowed to 0. Use torch.log_softmax.",
-        covers="epsilon = 0, 0.1, 0.3 and 1, very confident logits, gradients",
+        covers="ε = 0, 0.1, 0.3, 1, large logits, gradients",
         atol=1e-5)
 
 
@@ -818,7 +855,7 @@ def check_expected_calibration_error(fn) -> CheckResult:
                                "floor(confidence · n_bins) is n_bins for confidence 1.0, one past the last bin: "
                                "clamp the bin index to n_bins − 1 (the last bin is closed on the right)."),
                      _MAX_PAIR_HINT, _IN_PLACE_HINT],
-        covers="15, 10, 5 and 1 bins, confidence exactly 1.0, a perfectly calibrated case")
+        covers="15, 10, 5, 1 bins, confidence 1.0")
 
 
 # ----------------------------------------------------------------------------- one distillation step (dark knowledge)
@@ -827,6 +864,7 @@ from typing import Callable, Dict, List, Tuple  # noqa: E402
 
 from torch import nn  # noqa: E402
 
+from . import _harness  # noqa: E402
 from ._harness import _Checker, _Failure, _describe  # noqa: E402
 
 
@@ -1044,7 +1082,7 @@ def check_distillation_step(fn) -> CheckResult:
     # the harness's call_student turns the student's exceptions into feedback that points at their line
     checker = _Checker(lambda case: _run_step_case(fn, case), name,
                        "distillation_step(student, teacher, images, labels, optimizer, temperature, alpha)",
-                       None, cases, [], _STEP_ERROR_HINTS, "", 1e-4, 1e-6)
+                       None, cases, [], _STEP_ERROR_HINTS, "", 1e-4, 1e-6, {}, False, _harness.TIME_LIMIT_S)
     try:
         # Private random state: the models are built from fixed seeds and the notebook's stream is left alone.
         with torch.random.fork_rng(devices=[]), torch.enable_grad():

@@ -151,27 +151,41 @@ def _bias_shift_case(description, seed, n, classes, cls, candidates, deficit):
     return Case(description, make_args, {"cls": cls})
 
 
-def _tied_case():
+def _tied_case(candidates, description):
     def make_args():
-        # 3 of 4 examples are right for every shift in [1, 3], so the first of them must be returned
-        logits = torch.tensor([[0.0, 2.0, 0.5], [0.0, 0.5, 1.0], [3.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+        # the shifts 1.4, 2.1 and 2.8 all make the 4 examples right; 0, 0.7 and 4.2 make 2 or 3 of them right
+        logits = torch.tensor([[0.0, 1.0, 0.5], [0.0, 1.0, -0.2], [0.0, 1.0, -2.5], [3.0, 0.0, 0.0]],
                               dtype=torch.float64)
-        labels = torch.tensor([2, 2, 0, 1])
-        return logits, labels, 2, torch.tensor([0.0, 1.0, 2.0, 3.0, 5.0], dtype=torch.float64)
+        labels = torch.tensor([2, 2, 1, 0])
+        return logits, labels, 2, torch.tensor(candidates, dtype=torch.float64)
 
-    return Case("4 examples where the shifts 1, 2 and 3 tie: return the first", make_args, {"cls": 2})
+    return Case(description, make_args, {"cls": 2})
 
 
 def _bias_shift_cases():
     return [
-        _bias_shift_case("300 examples × 5 classes, class 2 under-predicted by 3, candidates −2 … 6",
-                         70, 300, 5, 2, [-2.0 + 0.5 * k for k in range(17)], 3.0),
-        _bias_shift_case("500 examples × 10 classes, class 3 under-predicted by 5, candidates 0 … 8",
-                         71, 500, 10, 3, [0.5 * k for k in range(17)], 5.0),
-        _tied_case(),
+        _bias_shift_case("300 examples × 5 classes, class 2 under-predicted by 3, candidates −2, −1.65, … 6.4",
+                         70, 300, 5, 2, [round(-2.0 + 0.35 * k, 2) for k in range(25)], 3.0),
+        _bias_shift_case("500 examples × 10 classes, class 3 under-predicted by 5, candidates 0.15, 0.55, … 7.75",
+                         71, 500, 10, 3, [round(0.15 + 0.4 * k, 2) for k in range(20)], 5.0),
+        _tied_case([0.0, 0.7, 1.4, 2.1, 2.8, 4.2], "4 examples where the shifts 1.4, 2.1 and 2.8 tie: return the "
+                   "first of them, 1.4"),
+        _tied_case([4.2, 2.8, 0.7, 1.4, 0.0, 2.1], "the same 4 examples with the candidates in another order: "
+                   "the first tied one in the given order is 2.8"),
         _bias_shift_case("200 examples × 4 classes, a well calibrated class 0: the best shift is near 0",
                          72, 200, 4, 0, [-3.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0], 0.0),
     ]
+
+
+def _whole_number_search(logits, labels, cls, candidates):
+    # the best whole-number shift in [-10, 10], ignoring the candidates
+    whole = torch.arange(-10.0, 11.0, dtype=candidates.dtype)
+    return _pick(whole, _shift_accuracies(logits, labels, cls, whole))
+
+
+def _smallest_tied(logits, labels, cls, candidates):
+    ordered = candidates.sort().values
+    return _pick(ordered, _shift_accuracies(logits, labels, cls, ordered))
 
 
 def _pick(candidates, accuracies, last=False):
@@ -191,6 +205,10 @@ _BIAS_SHIFT_MISTAKES = [
             lambda z, y, c, k: _pick(k, _shift_accuracies(z, y, c, k, column=False))),
     Mistake("among equally good shifts return the FIRST one (torch.argmax does; `>=` in a loop keeps the last).",
             lambda z, y, c, k: _pick(k, _shift_accuracies(z, y, c, k), last=True)),
+    Mistake("you searched whole-number shifts; try exactly the given candidates (they need not be whole "
+            "numbers) and return one of them.", _whole_number_search),
+    Mistake("among equally good shifts you returned the smallest; return the first one in the order the "
+            "candidates are given (do not sort them).", _smallest_tied),
     Mistake("you returned the best accuracy; return the shift that achieves it (candidates[best]).",
             lambda z, y, c, k: _shift_accuracies(z, y, c, k).max()),
     Mistake("you returned the position of the best shift; return the shift itself, candidates[position].",
@@ -204,10 +222,11 @@ def check_find_bias_shift(fn) -> CheckResult:
     returned as a 0-d tensor (``candidates[i]``).
 
     Hinton et al. (2015), section 3: a student distilled without any 3s learns too low a bias for class 3;
-    raising it by an amount chosen on held-out data recovers most test 3s. Four checks: two
-    under-predicted classes, a tie, a class that needs no shift.
+    raising it by an amount chosen on held-out data recovers most test 3s. Five checks: two
+    under-predicted classes with candidates that are not whole numbers, a three-way tie (candidates sorted
+    and unsorted), a class that needs no shift.
     """
     return run_checks(
         fn, name="find_bias_shift", signature="find_bias_shift(logits, labels, cls, candidates)",
         reference=_bias_shift_reference, cases=_bias_shift_cases(), mistakes=_BIAS_SHIFT_MISTAKES,
-        covers="two under-predicted classes, ties, a class that needs no shift", atol=1e-9)
+        covers="two skewed classes, two ties, one calibrated class", atol=1e-9)

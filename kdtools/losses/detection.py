@@ -9,32 +9,42 @@ from .response import _tempered_kl
 __all__ = ["localization_distillation_loss", "foreground_weighted_feature_loss"]
 
 
-def localization_distillation_loss(student_edge_logits, teacher_edge_logits, temperature=10.0, weight=None):
+def localization_distillation_loss(student_edge_logits, teacher_edge_logits, temperature=10.0, weight=None,
+                                   avg_factor=None):
     r"""Localization Distillation: KL between the discretised distributions of the four box edges.
 
     A GFL-style head predicts, for each of the four edges (left, top, right, bottom) of a box, a
-    distribution over ``n_bins`` discretised offsets. With :math:`p_e = \mathrm{softmax}(z_e/T)`:
+    distribution over ``n_bins`` discretised offsets. With :math:`p_e = \mathrm{softmax}(z_e/T)`,
+    the per-edge term is :math:`\ell_{n,e} = \frac{T^2}{n_{bins}}\,\mathrm{KL}(p^{t}_{n,e}\,\|\,p^{s}_{n,e})`
+    and, with per-box weights :math:`w_n` (1 without ``weight``),
 
     .. math::
-        \mathcal{L}_{LD} = \frac{\sum_{n} w_n\,\frac14\sum_{e=1}^{4}
-            \frac{T^2}{n_{bins}}\,\mathrm{KL}\big(p^{t}_{n,e}\,\|\,p^{s}_{n,e}\big)}{\sum_n w_n}
+        \mathcal{L}_{LD} = \frac{1}{A}\sum_{n=1}^{N}\sum_{e=1}^{4} w_n\,\ell_{n,e},\qquad
+        A = \texttt{avg\_factor}\ \text{if given, else } 4N.
 
-    (:math:`w_n = 1` without ``weight``: a plain mean over the N boxes).
+    So without ``weight`` and ``avg_factor`` it is the mean over boxes of the mean over edges.
 
     Paper: Z. Zheng, R. Ye, P. Wang, D. Ren, W. Zuo, Q. Hou, M.-M. Cheng, "Localization
     Distillation for Dense Object Detection", CVPR 2022. Defaults: T = 10, loss weight 0.25 in
     the authors' GFL configs (not applied here), applied to the positive locations.
 
     Paper vs code: the paper sums :math:`\mathcal{L}_{KL}` over the four edges. The authors'
-    ``knowledge_distillation_kl_div_loss`` takes the **mean over the bins** of the pointwise KL
-    terms (i.e. KL / n_bins) times T², the head passes the box quality score as ``weight``
-    (repeated over the 4 edges) with ``avg_factor=4`` (mean over edges), and the GFL head then
-    divides by the sum of those weights — this function's formula. (GFL clamps that sum at 1;
-    here it is used as is.) N = 0 boxes gives 0.
+    ``knowledge_distillation_kl_div_loss`` (HikariTJU/LD; mmdetection's
+    ``LocalizationDistillationLoss``) takes the **mean over the bins** of the pointwise KL terms
+    (KL / n_bins) times T², and mmdet's ``weight_reduce_loss`` multiplies by ``weight`` and then
+    takes the mean over all N·4 terms, or their sum divided by ``avg_factor`` when one is given —
+    exactly this function's ``weight`` and ``avg_factor``. Their ``LDHead`` passes the box quality
+    score (the student's detached classification score, max sigmoid over the classes, repeated
+    over the 4 edges) as ``weight`` with ``avg_factor=4``: a weighted **sum** over the boxes of the
+    mean over edges, which it does *not* divide by the sum of the weights (only the bbox and DFL
+    losses are), then multiplies by the loss weight 0.25. Hence the head's term is
+    ``0.25 * localization_distillation_loss(s, t, 10, weight=quality, avg_factor=4.0)``.
+    (mmdet ≥ 2.19 adds machine epsilon to ``avg_factor``; not here.) N = 0 boxes gives 0.
 
     Args:
         student_edge_logits, teacher_edge_logits: ``[N, 4, n_bins]``; the teacher is detached.
         weight: optional ``[N]`` non-negative per-box weights.
+        avg_factor: optional positive number that divides the weighted sum instead of the 4N terms.
     """
     names = ("student_edge_logits", "teacher_edge_logits")
     for x, name in zip((student_edge_logits, teacher_edge_logits), names):
@@ -43,6 +53,8 @@ def localization_distillation_loss(student_edge_logits, teacher_edge_logits, tem
             raise ValueError(f"{name} must be [N, 4, n_bins] with n_bins >= 2, got shape {tuple(x.shape)}")
     _checks.check_same_shape(*(student_edge_logits, teacher_edge_logits), *names)
     temperature = _checks.check_positive(temperature, "temperature")
+    if avg_factor is not None:
+        avg_factor = _checks.check_positive(avg_factor, "avg_factor")
     n_boxes, _, n_bins = student_edge_logits.shape
     if weight is not None:
         _checks.check_tensor(weight, "weight", "[N]", 1, allow_empty=True)
@@ -52,12 +64,10 @@ def localization_distillation_loss(student_edge_logits, teacher_edge_logits, tem
             raise ValueError(f"weight must be non-negative, got min {float(weight.min())}")
     if n_boxes == 0:
         return student_edge_logits.sum() * 0
-    per_box = _tempered_kl(student_edge_logits, teacher_edge_logits, temperature).mean(1) / n_bins
-    if weight is None:
-        loss = per_box.mean()
-    else:
-        weight = weight.detach().to(per_box.dtype)
-        loss = (per_box * weight).sum() / weight.sum().clamp_min(1e-12)
+    per_edge = _tempered_kl(student_edge_logits, teacher_edge_logits, temperature) / n_bins  # [N, 4]
+    if weight is not None:
+        per_edge = per_edge * weight.detach().to(per_edge.dtype).unsqueeze(1)
+    loss = per_edge.mean() if avg_factor is None else per_edge.sum() / avg_factor
     return _checks.finite_or_raise(
         loss, student_edge_logits=student_edge_logits, teacher_edge_logits=teacher_edge_logits
     )

@@ -99,13 +99,15 @@ RKD_WEIGHTS = {
 }
 
 
-def _check_embeddings(student_emb, teacher_emb) -> None:
+def _check_embeddings(student_emb, teacher_emb, loss: str, why: str) -> None:
+    """Both ``[B, D]`` with the same B, and B >= 3: fewer samples carry no relation (``why`` says which)."""
     _checks.check_tensor(student_emb, "student_emb", "[B, D]", 2, finite=False)
     _checks.check_tensor(teacher_emb, "teacher_emb", "[B, D]", 2, finite=False)
     _checks.check_same_batch(student_emb, teacher_emb, "student_emb", "teacher_emb")
-    if student_emb.shape[0] < 2:
+    if student_emb.shape[0] < 3:
         raise ValueError(
-            f"RKD needs at least 2 samples in the batch, got student_emb of shape {tuple(student_emb.shape)}"
+            f"{loss} needs a batch of at least 3 samples ({why}), got student_emb with batch size "
+            f"{student_emb.shape[0]} (shape {tuple(student_emb.shape)})"
         )
 
 
@@ -151,8 +153,13 @@ def rkd_distance_loss(student_emb, teacher_emb):
     distances at 1e-12, and averages the Huber loss over all :math:`B^2` entries including the
     (zero) diagonal — as this function does. Weight 25 in classification, 1 in metric learning
     (:data:`RKD_WEIGHTS`).
+
+    Needs B >= 3 (``ValueError`` otherwise): with two samples the one normalised distance is 1 for
+    any embeddings, so the loss and its gradient would be 0.
     """
-    _check_embeddings(student_emb, teacher_emb)
+    _check_embeddings(student_emb, teacher_emb, "rkd_distance_loss",
+                      "with 2 the one distance, divided by the mean distance, is always 1: the loss would be 0 "
+                      "for any embeddings")
     with torch.no_grad():
         target = _normalised_pairwise_distances(teacher_emb.detach())
     loss = F.smooth_l1_loss(_normalised_pairwise_distances(student_emb), target)
@@ -195,8 +202,13 @@ def rkd_angle_loss(student_emb, teacher_emb):
     centred embeddings (:math:`O(B^2 D + B^3)`). The two agree to rounding except for exact
     duplicate embeddings in a batch (the reference gives cosine 0 for a zero difference, here
     rounding may leave a small nonzero length).
+
+    Needs B >= 3 (``ValueError`` otherwise): two samples form no triplet of distinct samples, only
+    degenerate ones whose cosines are the same for student and teacher, so the loss would be 0.
     """
-    _check_embeddings(student_emb, teacher_emb)
+    _check_embeddings(student_emb, teacher_emb, "rkd_angle_loss",
+                      "an angle needs a triplet of distinct samples i, j, k; with 2 only degenerate triples exist "
+                      "and the loss would be 0 for any embeddings")
     with torch.no_grad():
         target = _triplet_cosines(teacher_emb.detach())
     loss = F.smooth_l1_loss(_triplet_cosines(student_emb), target)
