@@ -18,10 +18,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
 
 
 # ----------------------------------------------------------------------------- softmax_with_temperature
-def softmax_reference(logits, temperature):
-    return torch.softmax(logits / temperature, dim=-1)
-
-
 def softmax_by_hand(logits, temperature):
     scaled = logits / temperature
     scaled = scaled - scaled.max(dim=-1, keepdim=True).values
@@ -34,16 +30,41 @@ def softmax_via_logsumexp(logits, temperature):
     return (scaled - torch.logsumexp(scaled, dim=-1, keepdim=True)).exp()
 
 
+def _stable_softmax(z, dim=-1):
+    shifted = z - z.max(dim=dim, keepdim=True).values
+    return shifted.exp() / shifted.exp().sum(dim=dim, keepdim=True)
+
+
 def softmax_without_temperature(logits, temperature):
-    return torch.softmax(logits, dim=-1)
+    return _stable_softmax(logits)
 
 
 def softmax_times_temperature(logits, temperature):
-    return torch.softmax(logits * temperature, dim=-1)
+    return _stable_softmax(logits * temperature)
 
 
 def softmax_over_batch(logits, temperature):
-    return torch.softmax(logits / temperature, dim=0)
+    return _stable_softmax(logits / temperature, dim=0)
+
+
+def softmax_builtin(logits, temperature):
+    return torch.softmax(logits / temperature, dim=-1)
+
+
+def softmax_functional(logits, temperature):
+    return F.softmax(logits / temperature, dim=-1)
+
+
+def softmax_tensor_method(logits, temperature):
+    return (logits / temperature).softmax(dim=-1)
+
+
+def softmax_via_log_softmax(logits, temperature):
+    return torch.log_softmax(logits / temperature, dim=-1).exp()
+
+
+def softmax_nn_module(logits, temperature):
+    return torch.nn.Softmax(dim=-1)(logits / temperature)
 
 
 def softmax_without_max_subtraction(logits, temperature):
@@ -75,11 +96,12 @@ def softmax_normalised_over_everything(logits, temperature):
 
 
 def softmax_log_probabilities(logits, temperature):
-    return torch.log_softmax(logits / temperature, dim=-1)
+    scaled = logits / temperature
+    return scaled - scaled.logsumexp(dim=-1, keepdim=True)
 
 
 def softmax_dim_1(logits, temperature):
-    return torch.softmax(logits / temperature, dim=1)
+    return _stable_softmax(logits / temperature, dim=1)
 
 
 def softmax_in_place(logits, temperature):
@@ -95,7 +117,7 @@ def softmax_in_numpy(logits, temperature):
 
 
 def softmax_without_return(logits, temperature):
-    torch.softmax(logits / temperature, dim=-1)
+    _stable_softmax(logits / temperature)
 
 
 # ----------------------------------------------------------------------------- kd_loss
@@ -366,9 +388,81 @@ def latency_over_models(times_ms, warmup):
     return torch.quantile(times_ms[..., warmup:], 0.5, dim=0)
 
 
+def latency_with_statistics(times_ms, warmup):
+    # plain Python: a float for one model, a list of floats for several
+    import statistics
+    rows = times_ms.tolist()
+    if times_ms.dim() == 1:
+        return statistics.median(rows[warmup:])
+    return [statistics.median(row[warmup:]) for row in rows]
+
+
+def latency_with_numpy(times_ms, warmup):
+    return np.median(times_ms.numpy()[..., warmup:], axis=-1)
+
+
 def latency_as_float(times_ms, warmup):
     import statistics
     return statistics.median(times_ms[warmup:].tolist())
+
+
+def latency_as_string(times_ms, warmup):
+    return f"{float(torch.quantile(times_ms[..., warmup:], 0.5)):.3f} ms"
+
+
+# ----------------------------------------------------------------------------- distillation_step (dark knowledge)
+def _kd_by_hand_not_detached(student_logits, teacher_logits, temperature):
+    # like a student's own kd_loss: nothing detaches the teacher's logits
+    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
+    return temperature**2 * (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1).mean()
+
+
+def _make_step(kd=_kd_by_hand_not_detached, teacher_eval=True, no_grad=True, student_train=True, zero_grad="before",
+               ce_weight=lambda a: 1 - a, kd_weight=lambda a: a, result=lambda loss: loss.item(), step=True):
+    def distillation_step(student, teacher, images, labels, optimizer, temperature, alpha):
+        if student_train:
+            student.train()
+        if teacher_eval:
+            teacher.eval()
+        with torch.no_grad() if no_grad else torch.enable_grad():
+            teacher_logits = teacher(images)
+        student_logits = student(images)
+        loss = ce_weight(alpha) * F.cross_entropy(student_logits, labels) \
+            + kd_weight(alpha) * kd(student_logits, teacher_logits, temperature)
+        if zero_grad == "before":
+            optimizer.zero_grad()
+        loss.backward()
+        if zero_grad == "between":
+            optimizer.zero_grad()
+        if step:
+            optimizer.step()
+        return result(loss)
+    return distillation_step
+
+
+step_reference = _make_step()
+step_with_kdtools_loss = _make_step(kd=reference_kd_loss, result=lambda loss: loss)
+step_with_kl_div = _make_step(kd=lambda s, t, T: T**2 * F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1),
+                                                                  reduction="batchmean"))
+step_detached_teacher = _make_step(kd=lambda s, t, T: _kd_by_hand_not_detached(s, t.detach(), T), no_grad=False,
+                                   result=lambda loss: float(loss.detach()))
+step_without_t2 = _make_step(kd=lambda s, t, T: _kd_by_hand_not_detached(s, t, T) / T**2)
+step_times_t = _make_step(kd=lambda s, t, T: _kd_by_hand_not_detached(s, t, T) / T)
+step_kl_reversed = _make_step(kd=lambda s, t, T: T**2 * F.kl_div(F.log_softmax(t / T, -1), F.softmax(s / T, -1),
+                                                                 reduction="batchmean"))
+step_student_softmax = _make_step(kd=lambda s, t, T: T**2 * F.kl_div(F.softmax(s / T, -1), F.softmax(t / T, -1),
+                                                                     reduction="batchmean"))
+step_teacher_in_train_mode = _make_step(teacher_eval=False)
+step_gradients_into_teacher = _make_step(no_grad=False)
+step_student_in_eval_mode = _make_step(student_train=False)
+step_without_zero_grad = _make_step(zero_grad="never")
+step_zero_grad_between = _make_step(zero_grad="between")
+step_without_optimizer_step = _make_step(step=False)
+step_swapped_alpha = _make_step(ce_weight=lambda a: a, kd_weight=lambda a: 1 - a)
+step_returns_nothing = _make_step(result=lambda loss: None)
+step_returns_loss_per_sample = _make_step(result=lambda loss: loss.detach().repeat(3))
+step_returns_double_loss = _make_step(result=lambda loss: 2 * loss.item())
 
 
 # ----------------------------------------------------------------------------- distillation_objective (recipe)
@@ -749,8 +843,13 @@ CHECKER_CASES = {
         ],
     },
     "check_softmax_with_temperature": {
-        "correct": [softmax_reference, softmax_by_hand, softmax_via_logsumexp],
+        "correct": [softmax_by_hand, softmax_via_logsumexp],
         "wrong": [
+            (softmax_builtin, "your function calls torch.softmax"),
+            (softmax_functional, "your function calls F.softmax"),
+            (softmax_tensor_method, "your function calls the tensor method .softmax()"),
+            (softmax_via_log_softmax, "your function calls torch.log_softmax"),
+            (softmax_nn_module, "your function calls F.softmax"),
             (softmax_without_temperature, "divide the logits by the temperature first"),
             (softmax_times_temperature, "you multiplied the logits by T"),
             (softmax_over_batch, "not over the batch (dim=0)"),
@@ -823,7 +922,7 @@ CHECKER_CASES = {
         ],
     },
     "check_median_latency": {
-        "correct": [latency_by_quantile, latency_by_sorting],
+        "correct": [latency_by_quantile, latency_by_sorting, latency_with_statistics, latency_with_numpy],
         "wrong": [
             (latency_mean, "you averaged the timings"),
             (latency_without_warmup, "drop them before taking the median"),
@@ -832,8 +931,29 @@ CHECKER_CASES = {
             (latency_median_pair, "returned a median on check 1/4"),
             (latency_whole_tensor, "not of the whole tensor"),
             (latency_over_models, "not over dim=0 (the models)"),
+            (latency_as_string, "returned a str"),
             # a number is accepted where the answer is one (checks 1, 2, 4); the [3, 7] case is not a list
             (latency_as_float, "raised TypeError on check 3/4 (3 models"),
+            (not_implemented, "not implemented yet"),
+        ],
+    },
+    "check_distillation_step": {
+        "correct": [step_reference, step_with_kdtools_loss, step_with_kl_div, step_detached_teacher],
+        "wrong": [
+            (step_without_t2, "lacks its T² = 16 factor"),
+            (step_times_t, "the factor is T² = 16"),
+            (step_kl_reversed, "KL arguments reversed"),
+            (step_student_softmax, "pass F.log_softmax(student_logits / T, dim=-1), not F.softmax"),
+            (step_teacher_in_train_mode, "call teacher.eval() before its forward pass"),
+            (step_gradients_into_teacher, "compute the teacher's logits under `with torch.no_grad():`"),
+            (step_student_in_eval_mode, "call student.train()"),
+            (step_without_zero_grad, "call optimizer.zero_grad() before loss.backward() in every step"),
+            (step_zero_grad_between, "not between backward and step"),
+            (step_without_optimizer_step, "call optimizer.step()"),
+            (step_swapped_alpha, "you swapped them"),
+            (step_returns_nothing, "did you forget `return loss.item()`?"),
+            (step_returns_loss_per_sample, "return the loss of this batch as one number"),
+            (step_returns_double_loss, "right update, wrong returned loss"),
             (not_implemented, "not implemented yet"),
         ],
     },
@@ -980,7 +1100,8 @@ def test_passing_the_result_instead_of_the_function(capsys):
 def test_checkers_leave_the_global_random_state_alone():
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    exercises.check_softmax_with_temperature(softmax_reference)
+    exercises.check_softmax_with_temperature(softmax_by_hand)
+    exercises.check_distillation_step(step_reference)
     exercises.check_kd_loss(reference_kd_loss)
     assert torch.equal(before, torch.get_rng_state())
 
@@ -1012,6 +1133,24 @@ def test_checker_result_is_truthy_but_not_echoed_by_ipython(capsys):
     shell = InteractiveShell.instance()
     shell.run_cell("from kdtools.exercises import CheckResult\nCheckResult(True)")
     assert "True" not in capsys.readouterr().out
+
+
+def test_softmax_checker_restores_the_built_in_softmaxes():
+    originals = (torch.softmax, F.softmax, torch.log_softmax, F.log_softmax)
+    had_own_method = "softmax" in vars(torch.Tensor)
+    exercises.check_softmax_with_temperature(softmax_tensor_method)
+    exercises.check_softmax_with_temperature(softmax_by_hand)
+    assert (torch.softmax, F.softmax, torch.log_softmax, F.log_softmax) == originals
+    assert ("softmax" in vars(torch.Tensor)) == had_own_method
+    assert torch.equal(torch.tensor([0.0, 0.0]).softmax(-1), torch.tensor([0.5, 0.5]))
+
+
+def test_distillation_step_checker_leaves_the_callers_models_and_gradients_alone():
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    with torch.no_grad():  # the check needs gradients even when the caller sits in no_grad
+        assert exercises.check_distillation_step(step_reference).passed is True
+    assert torch.equal(before, torch.get_rng_state())
 
 
 def test_label_smoothing_checker_restores_cross_entropy(capsys):

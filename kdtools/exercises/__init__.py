@@ -12,7 +12,7 @@ Checkers live in one module per course module (``foundations`` for Module 1, ...
 :func:`~kdtools.exercises._harness.run_checks`; see ``book/exercises.md`` for how to add one.
 """
 from ._harness import Case, CheckResult, ErrorHint, Mistake, run_checks
-from .foundations import check_kd_loss, check_softmax_with_temperature
+from .foundations import check_distillation_step, check_kd_loss, check_softmax_with_temperature
 from .foundations import check_generalized_distillation_loss
 from .foundations import check_munge_step
 from .foundations import check_distillation_objective, check_median_latency
@@ -23,6 +23,7 @@ from .response import check_find_bias_shift, check_nckd
 CHECKERS = {
     "check_softmax_with_temperature": check_softmax_with_temperature,
     "check_kd_loss": check_kd_loss,
+    "check_distillation_step": check_distillation_step,
     "check_generalized_distillation_loss": check_generalized_distillation_loss,
     "check_munge_step": check_munge_step,
     "check_median_latency": check_median_latency,

@@ -4,6 +4,11 @@ References: ``torch.softmax(logits / T, dim=-1)`` and :func:`kdtools.losses.kd_l
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+from typing import Optional
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -89,20 +94,84 @@ _SOFTMAX_MISTAKES = [
 ]
 
 
+# The exercise asks for the softmax written by hand: every built-in softmax is off limits.
+# (A generic ``forbidden=`` option of run_checks may replace this local detection.)
+_BUILT_IN_SOFTMAXES = [
+    (torch, "softmax", "torch.softmax"),
+    (F, "softmax", "F.softmax (torch.nn.functional.softmax)"),
+    (torch.special, "softmax", "torch.special.softmax"),
+    (torch.Tensor, "softmax", "the tensor method .softmax()"),
+    (torch, "log_softmax", "torch.log_softmax"),
+    (F, "log_softmax", "F.log_softmax (torch.nn.functional.log_softmax)"),
+    (torch.special, "log_softmax", "torch.special.log_softmax"),
+    (torch.Tensor, "log_softmax", "the tensor method .log_softmax()"),
+]
+
+
+@contextlib.contextmanager
+def _recording_calls(functions):
+    """Replace each ``(owner, attribute, name)`` by a spy that appends ``name`` to the yielded list and
+    then calls the original, so the student's code runs unchanged; everything is restored on exit."""
+    used, saved = [], []
+
+    def spy(original, name):
+        @functools.wraps(original)
+        def wrapper(*args, **kwargs):
+            used.append(name)
+            return original(*args, **kwargs)
+        return wrapper
+
+    try:
+        for owner, attribute, name in functions:
+            own = attribute in vars(owner)
+            original = getattr(owner, attribute)
+            saved.append((owner, attribute, own, original))
+            setattr(owner, attribute, spy(original, name))
+        yield used
+    finally:
+        for owner, attribute, own, original in reversed(saved):
+            if own:
+                setattr(owner, attribute, original)
+            else:
+                delattr(owner, attribute)
+
+
+def _forbidden_call(fn, functions, args) -> Optional[str]:
+    """The first of ``functions`` that ``fn(*args)`` calls, or None. Errors are left to run_checks."""
+    from . import _harness  # an endless loop is reported by run_checks, under the same time limit
+
+    with _recording_calls(functions) as used:
+        try:
+            _harness._call_with_time_limit(fn, args, _harness.TIME_LIMIT_S)
+        except (Exception, SystemExit, _harness._TimeLimit):
+            pass
+    return used[0] if used else None
+
+
 def check_softmax_with_temperature(fn) -> CheckResult:
     r"""Check ``fn(logits, temperature)`` = :math:`\mathrm{softmax}(z / T)` over the last dimension.
 
-    Seven checks: batches at T = 2, 1, 0.5 and 1000, logits of ±1e4 (overflow), a single vector and the
-    gradient. Prints one line and returns ``True`` when all pass; otherwise prints the failing check with a
-    hint and returns ``False``.
+    The function must not call a built-in softmax or log-softmax (``torch.softmax``, ``F.softmax``,
+    ``x.softmax()``, ``torch.special.softmax`` and their ``log_softmax`` forms): the exercise is to write it.
+    Then seven checks: batches at T = 2, 1, 0.5 and 1000, logits of ±1e4 (overflow), a single vector and the
+    gradient. Prints one line and returns a truthy result when all pass; otherwise prints the failing check
+    with a hint and returns a falsy one.
     """
+    if callable(fn):
+        used = _forbidden_call(fn, _BUILT_IN_SOFTMAXES, (_random_logits(1, 3, 5), 2.0))
+        if used is not None:
+            print(f"✗ softmax_with_temperature: your function calls {used}, and this exercise is to write "
+                  f"the softmax yourself.\n"
+                  f"  Hint: divide by T, subtract each row's maximum, exponentiate with .exp() and divide by "
+                  f"the sum over dim=-1 (keepdim=True).")
+            return CheckResult(False)
     return run_checks(
         fn, name="softmax_with_temperature", signature="softmax_with_temperature(logits, temperature)",
         reference=_softmax_reference, cases=_softmax_cases(), mistakes=_SOFTMAX_MISTAKES,
         error_hints=[_MAX_PAIR_HINT, _KEEPDIM_HINT, _LAST_DIM_HINT, _IN_PLACE_HINT],
         nonfinite_hint="nan or inf: an exponential overflowed or a sum was 0. Subtract each row's maximum "
                        "before exponentiating.",
-        covers="temperatures from 0.5 to 1000, huge logits, a single vector, gradients")
+        covers="T = 0.5 to 1000, ±1e4 logits, gradients")
 
 
 # ----------------------------------------------------------------------------- KD loss
@@ -209,7 +278,7 @@ def check_kd_loss(fn) -> CheckResult:
         error_hints=[_MAX_PAIR_HINT, _KEEPDIM_HINT, _LAST_DIM_HINT, _IN_PLACE_HINT],
         nonfinite_hint="nan or inf: probably the log of a probability that underflowed to 0. Work in log space: "
                        "log_softmax(z / T) instead of log(softmax(z / T)).",
-        covers="T = 1, 4 and 20, a zero loss, a very confident teacher, gradients",
+        covers="T = 1, 4, 20, a zero loss, a confident teacher, gradients",
         atol=1e-5)
 
 
@@ -432,18 +501,39 @@ _MEDIAN_LATENCY_MISTAKES = [
 ]
 
 
+def _plain_values_as_tensors(fn):
+    # A latency is a statistic, not a loss: a Python number, a list of numbers or a numpy result is as good an
+    # answer as a tensor, so it is converted before the comparison.
+    if not callable(fn):
+        return fn
+
+    def median_latency(*args):
+        out = fn(*args)
+        if isinstance(out, (float, int, np.floating, np.integer)) and not isinstance(out, bool):
+            return torch.tensor(float(out), dtype=torch.float64)
+        if isinstance(out, np.ndarray) and out.dtype.kind in "fiu":
+            return torch.from_numpy(out.astype(np.float64))
+        if isinstance(out, (list, tuple)) and out and all(
+                isinstance(v, (float, int, np.floating, np.integer)) and not isinstance(v, bool) for v in out):
+            return torch.tensor([float(v) for v in out], dtype=torch.float64)
+        return out
+
+    return median_latency
+
+
 def check_median_latency(fn) -> CheckResult:
     r"""Check ``fn(times_ms, warmup)``: the median of ``times_ms[..., warmup:]`` over the last dimension.
 
     The median of an even number of values is the mean of the two middle ones (as in
-    :func:`statistics.median`, used by :func:`kdtools.bench.cpu_latency_ms`). Four checks: an even count with
+    :func:`statistics.median`, used by :func:`kdtools.bench.cpu_latency_ms`). ``fn`` may return a tensor, a
+    Python number (or a list of them, one per model) or a numpy result. Four checks: an even count with
     warm-up and an outlier, an odd count without warm-up, three models at once, one timing left.
     """
     return run_checks(
-        fn, name="median_latency", signature="median_latency(times_ms, warmup)",
+        _plain_values_as_tensors(fn), name="median_latency", signature="median_latency(times_ms, warmup)",
         reference=_median_latency_reference, cases=_median_latency_cases(), mistakes=_MEDIAN_LATENCY_MISTAKES,
         error_hints=[_LAST_DIM_HINT, _IN_PLACE_HINT],
-        covers="warm-up removed, even and odd counts, an outlier, three models at once")
+        covers="warm-up, even and odd counts, an outlier, 3 models")
 
 
 # ----------------------------------------------------------------------------- the distillation objective (recipe)
@@ -639,7 +729,6 @@ def check_label_smoothing_loss(fn) -> CheckResult:
 
 
 # ----------------------------------------------------------------------------- expected calibration error
-import numpy as np  # noqa: E402
 
 from .. import metrics as _metrics  # noqa: E402
 
@@ -767,3 +856,248 @@ def check_expected_calibration_error(fn) -> CheckResult:
                                "clamp the bin index to n_bins − 1 (the last bin is closed on the right)."),
                      _MAX_PAIR_HINT, _IN_PLACE_HINT],
         covers="15, 10, 5, 1 bins, confidence 1.0")
+
+
+# ----------------------------------------------------------------------------- one distillation step (dark knowledge)
+from dataclasses import dataclass, field as _field  # noqa: E402
+from typing import Callable, Dict, List, Tuple  # noqa: E402
+
+from torch import nn  # noqa: E402
+
+from . import _harness  # noqa: E402
+from ._harness import _Checker, _Failure, _describe  # noqa: E402
+
+
+class _TinyNet(nn.Module):
+    """6 inputs -> 8 hidden units with batch norm -> 5 classes. The batch norm makes the training and
+    evaluation modes compute different outputs, and updates its running statistics in training mode only."""
+
+    def __init__(self, seed: int, scale: float = 1.0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.fc1, self.bn, self.fc2 = nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 5)
+        with torch.no_grad():
+            for parameter in (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias):
+                parameter.copy_(scale * 0.5 * torch.randn(parameter.shape, generator=gen))
+            self.bn.weight.copy_(1 + 0.2 * torch.randn(8, generator=gen))
+            self.bn.bias.copy_(0.2 * torch.randn(8, generator=gen))
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.bn(self.fc1(x))))
+
+
+@dataclass(frozen=True)
+class _StepCase:
+    description: str
+    seed: int
+    temperature: float
+    alpha: float
+    steps: int = 1
+    batch: int = 8
+    params: Dict[str, float] = _field(default_factory=dict)
+
+
+def _step_cases() -> List[_StepCase]:
+    return [
+        _StepCase("one step on a batch of 8, T = 4, alpha = 0.9", 90, 4.0, 0.9, params={"T": 4.0, "T2": 16.0}),
+        _StepCase("two steps in a row on two batches, T = 2, alpha = 0.7", 92, 2.0, 0.7, steps=2,
+                  params={"T": 2.0, "T2": 4.0}),
+        _StepCase("one step with alpha = 1 (only the soft targets), T = 8", 94, 8.0, 1.0,
+                  params={"T": 8.0, "T2": 64.0}),
+    ]
+
+
+def _distillation_step_reference(student, teacher, images, labels, optimizer, temperature, alpha, *,
+                                 t_power=2, kl="teacher-first", student_train=True, zero_grad=True,
+                                 swap_alpha=False, tempered_ce=False):
+    """The reference step; its keyword arguments model the typical mistakes."""
+    if student_train:
+        student.train()
+    teacher.eval()
+    with torch.no_grad():
+        teacher_logits = teacher(images)
+    student_logits = student(images)
+    if kl == "teacher-first":
+        soft = _kd_loss_reference(student_logits, teacher_logits, temperature) / temperature**2
+    elif kl == "student-first":
+        soft = _kl_per_sample(_log_probs(student_logits, temperature), _log_probs(teacher_logits, temperature)).mean()
+    else:  # "probabilities-into-kl-div": F.kl_div(softmax(z_s / T), softmax(z_t / T))
+        soft = F.kl_div(torch.softmax(student_logits / temperature, -1), torch.softmax(teacher_logits / temperature, -1),
+                        reduction="batchmean")
+    hard = F.cross_entropy(student_logits / temperature if tempered_ce else student_logits, labels)
+    weight_soft, weight_hard = (1 - alpha, alpha) if swap_alpha else (alpha, 1 - alpha)
+    loss = weight_hard * hard + weight_soft * temperature**t_power * soft
+    if zero_grad:
+        optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def _step_mistake(**kwargs):
+    return lambda *args: _distillation_step_reference(*args, **kwargs)
+
+
+_STEP_MISTAKES = [
+    Mistake("the soft-target term lacks its T² = {T2:g} factor: α·T²·KL(p^t ‖ p^s). Without it the soft targets' "
+            "gradients are about T² times too small.", _step_mistake(t_power=0)),
+    Mistake("the soft-target term is multiplied by T = {T:g}; the factor is T² = {T2:g}.", _step_mistake(t_power=1)),
+    Mistake("KL arguments reversed: distillation uses KL(p^t ‖ p^s) = Σ p^t (log p^t − log p^s), the teacher's "
+            "distribution first. With F.kl_div(input, target), input is the student's log-probabilities.",
+            _step_mistake(kl="student-first")),
+    Mistake("F.kl_div expects the student's log-probabilities as its first argument: pass "
+            "F.log_softmax(student_logits / T, dim=-1), not F.softmax.",
+            _step_mistake(kl="probabilities-into-kl-div")),
+    Mistake("alpha weighs the soft-target term and 1 − alpha the cross-entropy; you swapped them.",
+            _step_mistake(swap_alpha=True)),
+    Mistake("the cross-entropy with the labels uses the student's ordinary logits (T = 1), not z^s / T.",
+            _step_mistake(tempered_ce=True)),
+    Mistake("the student was left in evaluation mode: call student.train() before its forward pass, so that "
+            "batch norm (and dropout) behave as in training.", _step_mistake(student_train=False)),
+    Mistake("the second step also used the first step's gradients: PyTorch adds new gradients to the old ones, "
+            "so call optimizer.zero_grad() before loss.backward() in every step.", _step_mistake(zero_grad=False)),
+]
+
+_STEP_ERROR_HINTS = [
+    ErrorHint(r"does not require grad|does not have a grad_fn",
+              "the loss is cut off from the autograd graph: compute only the teacher's logits under "
+              "torch.no_grad(), the student's forward pass must be recorded."),
+    ErrorHint(r"backward through the graph a second time",
+              "call loss.backward() once per step, on the loss of this batch."),
+    ErrorHint(r"multi-target not supported|Expected.*Long|expected scalar type Long",
+              "F.cross_entropy takes the logits and the integer labels (the `labels` argument)."),
+]
+
+
+def _state(module: nn.Module) -> Dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}
+
+
+def _step_inputs(case: _StepCase):
+    gen = torch.Generator().manual_seed(case.seed)
+    images = [1.0 + 2.0 * torch.randn(case.batch, 6, generator=gen) for _ in range(case.steps)]
+    labels = [torch.randint(0, 5, (case.batch,), generator=gen) for _ in range(case.steps)]
+    return images, labels
+
+
+def _run_step_case(step, case: _StepCase):
+    """Fresh models in the modes a previous epoch may have left them (student in eval, teacher in train
+    mode), ``case.steps`` calls of ``step``; returns the returned values, both models and the teacher's state."""
+    student, teacher = _TinyNet(case.seed + 1), _TinyNet(case.seed + 2, scale=3.0)
+    student.eval()
+    teacher.train()
+    teacher_before = _state(teacher)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.5)
+    temperature, alpha, returned = case.temperature, case.alpha, []
+    for images, labels in zip(*_step_inputs(case)):
+        returned.append(step(student, teacher, images, labels, optimizer, temperature, alpha))
+    return returned, student, teacher, teacher_before
+
+
+def _same_state(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], rtol=1e-4, atol=1e-6) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k].double(), b[k].double(), rtol=rtol, atol=atol)
+                                         for k in a)
+
+
+def _largest_difference(got: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor]) -> Tuple[str, float]:
+    return max(((k, float((got[k].double() - expected[k].double()).abs().max())) for k in expected
+                if got[k].is_floating_point()), key=lambda item: item[1])
+
+
+def _as_loss_value(value) -> Optional[float]:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (float, int, np.floating, np.integer)):
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+        return float(value.detach())
+    return None
+
+
+def _check_one_step_case(number: int, case: _StepCase, checker: _Checker) -> None:
+    header = f"✗ distillation_step: {{}} on check {number}/{len(checker.cases)} ({case.description})."
+    expected_losses, expected_student, _, _ = _run_step_case(_distillation_step_reference, case)
+    reference_state = _state(expected_student)
+    returned, student, teacher, teacher_before = checker.call_student(
+        number, Case(case.description, lambda: ()), (case,))
+
+    if any(p.grad is not None for p in teacher.parameters()):
+        raise _Failure(header.format("gradients reached the teacher"),
+                       "  Hint: compute the teacher's logits under `with torch.no_grad():`. The teacher is fixed: "
+                       "backpropagating into it wastes time and memory, and its gradients would pile up.")
+    if not _same_state(_state(teacher), teacher_before, rtol=0, atol=0):
+        raise _Failure(header.format("the teacher changed"),
+                       "  Hint: the teacher's batch-norm statistics were updated because it ran in training mode: "
+                       "call teacher.eval() before its forward pass (it may arrive in training mode).")
+    got_state = _state(student)
+    initial = _TinyNet(case.seed + 1)
+    if all(torch.equal(p.detach(), q.detach()) for p, q in zip(student.parameters(), initial.parameters())):
+        raise _Failure(header.format("the student's parameters did not change"),
+                       "  Hint: after loss.backward(), call optimizer.step(); call optimizer.zero_grad() before "
+                       "loss.backward(), not between backward and step (that erases the gradients).")
+    if not _same_state(got_state, reference_state):
+        where, size = _largest_difference(got_state, reference_state)
+        lines = [header.format("wrong update"),
+                 f"    largest difference from the reference after the step: {size:.3g} in {where}"]
+        for mistake in _STEP_MISTAKES:
+            try:
+                _, modelled, _, _ = _run_step_case(mistake.model, case)
+            except Exception:  # a mistake model may not apply to this case
+                continue
+            if _same_state(got_state, _state(modelled)):
+                lines.append("  Hint: " + mistake.hint.format(**case.params))
+                break
+        else:
+            lines.append("  Hint: this update matches none of the usual mistakes; compare your loss with "
+                         "(1 − α)·CE(y, p^s(1)) + α·T²·KL(p^t ‖ p^s) on this small case.")
+        raise _Failure(*lines)
+    for k, (value, expected) in enumerate(zip(returned, expected_losses), start=1):
+        got = _as_loss_value(value)
+        if got is None:
+            raise _Failure(header.format(f"returned {_describe(value)}" if value is not None else "returned None"),
+                           "  Hint: return the loss of this batch as one number (loss.item()) or a 0-d tensor."
+                           if value is not None else "  Hint: did you forget `return loss.item()`?")
+        if not np.isclose(got, expected, rtol=1e-4, atol=1e-6):
+            raise _Failure(header.format("right update, wrong returned loss"),
+                           f"    step {k}: expected {expected:.6g}, received {got:.6g}",
+                           "  Hint: return the value of the loss you backpropagated, the one computed on this "
+                           "batch before the update.")
+
+
+def check_distillation_step(fn) -> CheckResult:
+    r"""Check ``fn(student, teacher, images, labels, optimizer, temperature, alpha)``: one SGD step of
+    :math:`(1-\alpha)\,\mathrm{CE}(y, p^s(1)) + \alpha\,T^2\,\mathrm{KL}(p^t \| p^s)` that returns the loss.
+
+    Runs it on a tiny network with batch norm (student handed over in evaluation mode, teacher in training
+    mode, as a previous evaluation or fine-tuning may leave them) and compares the student's parameters and
+    statistics after the step with the reference's. It also checks that no gradient reached the teacher
+    and that the teacher did not change. Three checks: T = 4, two steps in a row (zeroed gradients), alpha = 1.
+    """
+    name = "distillation_step"
+    if not callable(fn):
+        print(f"✗ {name}: expected a function, got {_describe(fn)}.\n"
+              f"  Hint: pass the function itself, without calling it: check_{name}({name}).")
+        return CheckResult(False)
+    cases = _step_cases()
+    # the harness's call_student turns the student's exceptions into feedback that points at their line
+    checker = _Checker(lambda case: _run_step_case(fn, case), name,
+                       "distillation_step(student, teacher, images, labels, optimizer, temperature, alpha)",
+                       None, cases, [], _STEP_ERROR_HINTS, "", 1e-4, 1e-6, {}, False, _harness.TIME_LIMIT_S)
+    try:
+        # Private random state: the models are built from fixed seeds and the notebook's stream is left alone.
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+            torch.manual_seed(0)
+            for number, case in enumerate(cases, start=1):
+                _check_one_step_case(number, case, checker)
+    except _Failure as failure:
+        print("\n".join(failure.lines))
+        return CheckResult(False)
+    except Exception as error:  # a result so unusual that comparing it failed: still feedback, not a traceback
+        print(f"✗ {name}: could not check your function ({type(error).__name__}: {error}).\n"
+              f"  Hint: update the student in place with the optimizer and return the loss as a number.")
+        return CheckResult(False)
+    print(f"✓ {name} passed all {len(cases)} checks: T = 2, 4 and 8, two steps, teacher untouched.")
+    return CheckResult(True)
+
+
+__all__ += ["check_distillation_step"]
