@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def execute(path: Path, timeout: int = 1800) -> float:
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
+                            # stored widget state makes the book load an old widget manager that draws nothing
+                            store_widget_state=False,
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()
