@@ -80,7 +80,8 @@ def _file_key(path: Path) -> tuple:
     return str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """The hex sha256 of a file, read in 4 MiB blocks (also used by :mod:`kdtools.zoo` for checkpoints)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
@@ -118,7 +119,7 @@ def _file_problem(path: Path) -> Optional[str]:
         return f"is truncated: {size:,} bytes of {expected_size:,} (an interrupted download or copy?)"
     if size > expected_size:
         return f"has {size:,} bytes, {size - expected_size:,} more than the {expected_size:,} of the original"
-    digest = _sha256(path)
+    digest = sha256(path)
     if digest != MNIST_SHA256[path.name]:
         return (f"is corrupt: right size and header, but its sha256 is {digest}, not the original's "
                 f"{MNIST_SHA256[path.name]}")

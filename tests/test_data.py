@@ -124,8 +124,8 @@ def test_verify_false_skips_the_checks(tiny_mnist):
 def test_each_file_is_hashed_once_per_process_until_it_changes(tiny_mnist, monkeypatch):
     root, _ = tiny_mnist
     hashed = []
-    real = data._sha256
-    monkeypatch.setattr(data, "_sha256", lambda path: hashed.append(path.name) or real(path))
+    real = data.sha256
+    monkeypatch.setattr(data, "sha256", lambda path: hashed.append(path.name) or real(path))
     data._VERIFIED.clear()
     load_mnist(True, root=root, download=False)
     load_mnist(True, root=root, download=False)

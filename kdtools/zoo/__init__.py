@@ -11,7 +11,6 @@ else than the installed package); list them with ``python -m kdtools.zoo list``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -24,6 +23,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from ..data import sha256  # one checksum routine for data files and checkpoints
 from ..models import build_model
 
 ZOO_DIR = Path(__file__).resolve().parent
@@ -103,14 +103,6 @@ class ChecksumError(RuntimeError):
 
 class ManifestError(RuntimeError):
     """The manifest is missing, not valid JSON, or an entry lacks a required field."""
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_manifest(path: Path = MANIFEST, missing_ok: bool = True) -> Dict[str, dict]:
