@@ -502,12 +502,12 @@ _MEDIAN_LATENCY_MISTAKES = [
 
 
 def _plain_values_as_tensors(fn):
-    # A latency is a statistic, not a loss: a Python number, a list of numbers or a numpy result is as good an
-    # answer as a tensor, so it is converted before the comparison.
+    # Latencies and the ECE are statistics, not losses: a Python number, a list of numbers or a numpy result is
+    # as good an answer as a tensor, so it is converted before the comparison.
     if not callable(fn):
         return fn
 
-    def median_latency(*args):
+    def converted(*args):
         out = fn(*args)
         if isinstance(out, (float, int, np.floating, np.integer)) and not isinstance(out, bool):
             return torch.tensor(float(out), dtype=torch.float64)
@@ -518,7 +518,7 @@ def _plain_values_as_tensors(fn):
             return torch.tensor([float(v) for v in out], dtype=torch.float64)
         return out
 
-    return median_latency
+    return converted
 
 
 def check_median_latency(fn) -> CheckResult:
@@ -827,20 +827,6 @@ _ECE_MISTAKES = [
 ]
 
 
-def _numbers_as_tensors(fn):
-    # The ECE is a statistic, not a loss: a Python float or numpy number is as good an answer as a tensor.
-    if not callable(fn):
-        return fn
-
-    def expected_calibration_error(*args):
-        out = fn(*args)
-        if isinstance(out, (float, int, np.floating, np.integer)) and not isinstance(out, bool):
-            return torch.tensor(float(out), dtype=torch.float64)
-        return out
-
-    return expected_calibration_error
-
-
 def check_expected_calibration_error(fn) -> CheckResult:
     r"""Check ``fn(probs, labels, n_bins)`` against :func:`kdtools.metrics.expected_calibration_error`:
     :math:`\sum_m \frac{|B_m|}{n}\,|\mathrm{acc}(B_m) - \mathrm{conf}(B_m)|` over ``n_bins`` equal-width
@@ -848,7 +834,7 @@ def check_expected_calibration_error(fn) -> CheckResult:
     15, 5, 1 and 10 bins, confidences of exactly 1.0 and a perfectly calibrated case.
     """
     return run_checks(
-        _numbers_as_tensors(fn), name="expected_calibration_error",
+        _plain_values_as_tensors(fn), name="expected_calibration_error",
         signature="expected_calibration_error(probs, labels, n_bins)",
         reference=_ece_reference, cases=_ece_cases(), mistakes=_ECE_MISTAKES,
         error_hints=[ErrorHint(r"out of bounds|out of range",
