@@ -96,7 +96,8 @@ ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {
     "cnn-32x2": lambda **kw: SmallCNN(width=32, depth=2, **kw),  # the course's CNN teacher
     "cnn-16x1": lambda **kw: SmallCNN(width=16, depth=1, **kw),
     "cnn-8x1": lambda **kw: SmallCNN(width=8, depth=1, **kw),
-    "cnn-4x1": lambda **kw: SmallCNN(width=4, depth=1, **kw),
+    "cnn-4x1": lambda **kw: SmallCNN(width=4, depth=1, **kw),   # the shared protocol's student
+    "cnn-4x3": lambda **kw: SmallCNN(width=4, depth=3, **kw),   # thinner and deeper than cnn-32x2 (FitNets)
 }
 
 

@@ -30,7 +30,8 @@ from torch import nn
 
 from . import zoo
 from .data import TensorLoader, load_mnist, stratified_subset
-from .losses import dkd_loss, dkd_terms, dkd_warmup_factor
+from .features import extract
+from .losses import ConvRegressor, _checks, at_loss, dkd_loss, dkd_terms, dkd_warmup_factor, hint_loss, nst_loss
 from .models import build_model
 from .runtime import is_smoke, seed_everything
 from .train import History, Step, cross_entropy_term, fit, kd_term
@@ -80,13 +81,19 @@ def active_protocol(protocol: Protocol = SHARED_PROTOCOL) -> Protocol:
 @dataclass
 class Method:
     """A distillation method as the training loop needs it: weighted loss terms plus any hooks and
-    trainable helper modules (regressors, embedding heads) the terms use."""
+    trainable helper modules (regressors, embedding heads) the terms use.
+
+    pretrain: an optional first stage, ``pretrain(student, teacher, train_loader, protocol, seed)``, run
+        by :func:`run` before the main training (e.g. FitNets' hint stage, FSP's stage 1). Whatever budget
+        it spends is on top of ``protocol.epochs``; the lesson that uses one says so.
+    """
 
     terms: Mapping
     student_layers: Sequence[str] = ()
     teacher_layers: Sequence[str] = ()
     extra_modules: Sequence[nn.Module] = ()
     uses_teacher: bool = True
+    pretrain: Optional[Callable[..., object]] = None
 
 
 MethodFactory = Callable[[Protocol], Method]
@@ -254,6 +261,109 @@ register("DKD (authors' config)", dkd_method(beta=8.0, warmup=True), baseline="C
          change="ramps the DKD term up linearly over the first 1/12 of the epochs", controlled=False)
 
 
+# --------------------------------------------------------------------------- Module 3: feature-based arms
+#: feature loss name -> ``loss(student_feat, teacher_feat, **options)`` of :mod:`kdtools.losses.feature`
+FEATURE_LOSSES: Dict[str, Callable[..., torch.Tensor]] = {"hint": hint_loss, "at": at_loss, "nst": nst_loss}
+
+#: the three stages of :class:`kdtools.models.SmallCNN`, matched stage to stage (student name, teacher name)
+STAGE_PAIRS: Tuple[Tuple[str, str], ...] = (("stage1", "stage1"), ("stage2", "stage2"), ("stage3", "stage3"))
+
+
+def layer_shapes(model: nn.Module, layers: Sequence[str], image_shape: Tuple[int, ...] = (1, 28, 28)
+                 ) -> Dict[str, Tuple[int, ...]]:
+    """The ``(C, H, W)`` output shape of each named layer of ``model`` for one input image."""
+    outputs = extract(model, layers, torch.zeros(2, *image_shape))
+    return {name: tuple(output.shape[1:]) for name, output in outputs.items()}
+
+
+def _architecture_shapes(architecture: str, layers: Sequence[str]) -> Dict[str, Tuple[int, ...]]:
+    with torch.random.fork_rng():  # a throwaway model must not move the seeded random state
+        return layer_shapes(build_model(architecture), layers)
+
+
+def _check_pairs(pairs) -> Tuple[Tuple[str, str], ...]:
+    pairs = tuple(tuple(pair) for pair in pairs)
+    if not pairs or any(len(pair) != 2 or not all(isinstance(n, str) and n for n in pair) for pair in pairs):
+        raise ValueError(f"pairs must be a non-empty list of (student layer, teacher layer) names, got {pairs!r}")
+    return pairs
+
+
+def feature_term(loss: str, pairs: Sequence[Tuple[str, str]], regressors: Optional[Sequence[nn.Module]] = None,
+                 **options):
+    """The term ``Σ_pairs loss(r(F^s_layer), F^t_layer)`` over hooked features, where ``r`` is the pair's
+    regressor (:class:`~kdtools.losses.ConvRegressor`, FitNets) or the identity. The authors of FitNets,
+    AT and NST all sum their loss over the matched layers (RepDistiller, mdistiller)."""
+    _checks.check_choice(loss, "loss", FEATURE_LOSSES)
+    pairs = _check_pairs(pairs)
+    if regressors is not None and len(regressors) != len(pairs):
+        raise ValueError(f"got {len(regressors)} regressors for {len(pairs)} layer pairs")
+    fn = FEATURE_LOSSES[loss]
+
+    def term(step: Step) -> torch.Tensor:
+        total = 0.0
+        for i, (student_layer, teacher_layer) in enumerate(pairs):
+            student_feat, teacher_feat = step.student_features[student_layer], step.teacher_features[teacher_layer]
+            if regressors is not None:
+                student_feat = regressors[i](student_feat, teacher_feat.shape[-2:])
+            total = total + fn(student_feat, teacher_feat, **options)
+        return total
+    return term
+
+
+def feature_method(loss: str, pairs: Sequence[Tuple[str, str]], weight: float, *, kd_weight: float = 0.0,
+                   temperature: float = TEMPERATURE, **options) -> MethodFactory:
+    """A controlled feature-based arm: ``CE + weight·Σ_pairs loss`` (+ ``kd_weight``·KD at ``temperature``).
+
+    loss: ``"hint"`` (FitNets; each pair gets a trainable 1×1-conv :class:`~kdtools.losses.ConvRegressor`
+    from the student's channels to the teacher's), ``"at"`` or ``"nst"``; ``options`` go to the loss
+    (e.g. ``mode="paper"`` for AT, ``kernel="linear"`` for NST). pairs: ``(student layer, teacher layer)``
+    names for :mod:`kdtools.features` hooks, e.g. :data:`STAGE_PAIRS`.
+    """
+    _checks.check_choice(loss, "loss", FEATURE_LOSSES)
+    pairs = _check_pairs(pairs)
+
+    def build(protocol: Protocol) -> Method:
+        regressors = None
+        if loss == "hint":
+            student_shapes = _architecture_shapes(protocol.student, [s for s, _ in pairs])
+            teacher_shapes = layer_shapes(_zoo_teacher(protocol.teacher), [t for _, t in pairs])
+            regressors = nn.ModuleList(ConvRegressor(student_shapes[s][0], teacher_shapes[t][0]) for s, t in pairs)
+        terms = {"ce": (CE_WEIGHT, cross_entropy_term), loss: (weight, feature_term(loss, pairs, regressors, **options))}
+        if kd_weight:
+            terms["kd"] = (kd_weight, kd_part(temperature))
+        return Method(terms, student_layers=tuple(dict.fromkeys(s for s, _ in pairs)),
+                      teacher_layers=tuple(dict.fromkeys(t for _, t in pairs)),
+                      extra_modules=(regressors,) if regressors is not None else ())
+    return build
+
+
+# Controlled arms with the authors' loss weights (RepDistiller / mdistiller on CIFAR-100): FitNets β = 100 on
+# the middle stage, AT β = 1000 and NST 50 summed over the stages. Each lesson adds its variants in its block.
+
+# ---- FitNets (notebooks/03_feature/fitnets.ipynb)
+register("CE + hint", feature_method("hint", [("stage2", "stage2")], 100.0), baseline="student (CE)",
+         change="adds the FitNets hint term (weight 100) on stage2 through a 1×1-conv regressor")
+register("CE + KD + hint", feature_method("hint", [("stage2", "stage2")], 100.0, kd_weight=1.0), baseline="CE + KD",
+         change="adds the FitNets hint term (weight 100) on stage2 through a 1×1-conv regressor")
+# ---- end of FitNets
+
+
+# ---- Attention transfer (notebooks/03_feature/attention_transfer.ipynb)
+register("CE + AT", feature_method("at", STAGE_PAIRS, 1000.0), baseline="student (CE)",
+         change="adds attention transfer (authors' code form, weight 1000) on the three stages")
+register("CE + KD + AT", feature_method("at", STAGE_PAIRS, 1000.0, kd_weight=1.0), baseline="CE + KD",
+         change="adds attention transfer (authors' code form, weight 1000) on the three stages")
+# ---- end of attention transfer
+
+
+# ---- Neuron selectivity transfer (notebooks/03_feature/neuron_selectivity_transfer.ipynb)
+register("CE + NST", feature_method("nst", STAGE_PAIRS, 50.0), baseline="student (CE)",
+         change="adds NST (polynomial kernel, weight 50) on the three stages")
+register("CE + KD + NST", feature_method("nst", STAGE_PAIRS, 50.0, kd_weight=1.0), baseline="CE + KD",
+         change="adds NST (polynomial kernel, weight 50) on the three stages")
+# ---- end of neuron selectivity transfer
+
+
 @functools.lru_cache(maxsize=4)
 def _protocol_data(train_per_class: int, data_seed: int, test_per_class: Optional[int]):
     # every method and seed of a notebook uses the same subsets: decode and select them once
@@ -323,18 +433,19 @@ def run(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protoco
     seed_everything(seed)
     student = build_model(protocol.student)
     spec = factory(protocol)  # built after seeding: its trainable modules are reproducible too
-    cache_logits = spec.uses_teacher and not spec.teacher_layers
     if spec.uses_teacher and teacher is None:
         teacher = _zoo_teacher(protocol.teacher)
-    if cache_logits:
-        teacher = _memoized(teacher)
+    if spec.uses_teacher and not spec.teacher_layers:
+        teacher = _memoized(teacher)  # hooks need the real teacher; with them fit() caches once per run
     train_loader, test_loader = loaders(protocol, seed)
+    if spec.pretrain is not None:
+        spec.pretrain(student, teacher, train_loader, protocol, seed)
     history = fit(student, train_loader, test_loader, epochs=protocol.epochs, terms=spec.terms,
                   teacher=teacher if spec.uses_teacher else None, student_layers=spec.student_layers,
                   teacher_layers=spec.teacher_layers, extra_modules=spec.extra_modules,
                   optimizer=protocol.optimizer, lr=protocol.lr, momentum=protocol.momentum,
                   weight_decay=protocol.weight_decay, schedule=protocol.schedule,
-                  cache_teacher_logits=cache_logits, device=device, seed=seed, progress=progress)
+                  cache_teacher_logits=spec.uses_teacher, device=device, seed=seed, progress=progress)
     return (history, student) if return_model else history
 
 

@@ -11,6 +11,7 @@ The teacher is always in eval mode and runs under ``torch.no_grad()``.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -199,8 +200,10 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
     max_norm: after every step, rescale each unit's incoming weight vector (a row of every
         ``nn.Linear`` weight of ``model``) to an L2 norm of at most ``max_norm``: the weight constraint
         of Srivastava et al. (2014) that Hinton et al. (2015) used for their dropout-trained MNIST nets.
-    cache_teacher_logits: compute the teacher's logits once for the whole training set and look
-        them up by example index. Valid only without augmentation and without teacher features.
+    cache_teacher_logits: compute the teacher's logits (and its ``teacher_layers`` features) once for
+        the whole training set and look them up by example index, instead of a teacher forward pass
+        every step. Valid only without augmentation; the features of every training image are kept in
+        memory (e.g. 25 MB for a 32×14×14 map of 1,000 images), so cache small training sets only.
     seed: re-seeds torch before training (dropout, initialisation of lazily built parts).
 
     Raises :class:`NonFiniteLossError` (a ``FloatingPointError``) at the first step whose loss is nan or
@@ -229,17 +232,17 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
     opt = OPTIMIZERS[optimizer](params, lr, weight_decay, momentum)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: SCHEDULES[schedule](e, epochs))
 
-    cached_logits = None
+    cache = None
     if teacher is not None:
         teacher.to(device).eval()  # its forward runs under no_grad, so its parameters stay untouched
         if cache_teacher_logits:
-            cached_logits = _teacher_logit_cache(teacher, train_loader, teacher_layers, device)
+            cache = _teacher_cache(teacher, train_loader, teacher_layers, device)
 
     from tqdm.auto import tqdm
 
     history = History(term_loss={name: [] for name in terms})
     student_hooks = FeatureExtractor(model, student_layers) if student_layers else None
-    teacher_hooks = FeatureExtractor(teacher, teacher_layers, detach=True) if teacher_layers else None
+    teacher_hooks = FeatureExtractor(teacher, teacher_layers, detach=True) if teacher_layers and cache is None else None
     bar = tqdm(range(epochs), desc=desc or "epochs", disable=not progress, leave=True)
     try:
         for hooks in (student_hooks, teacher_hooks):
@@ -255,16 +258,17 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
             total, seen = 0.0, 0
             for step_number, batch in enumerate(train_loader, start=1):
                 images, labels, index = _move(batch, device)
-                teacher_logits = None
-                if cached_logits is not None:
-                    teacher_logits = cached_logits[index]
+                teacher_logits, teacher_features = None, {}
+                if cache is not None:
+                    teacher_logits = cache[0][index]
+                    teacher_features = {name: features[index] for name, features in cache[1].items()}
                 elif teacher is not None:
                     with torch.no_grad():
                         teacher_logits = teacher(images)
+                    teacher_features = teacher_hooks.outputs if teacher_hooks else {}
                 logits = model(images)
                 step = Step(images, labels, index, logits, teacher_logits,
-                            student_hooks.outputs if student_hooks else {},
-                            teacher_hooks.outputs if teacher_hooks else {}, epoch)
+                            student_hooks.outputs if student_hooks else {}, teacher_features, epoch)
                 values = {name: fn(step) for name, (_, fn) in terms.items()}
                 loss = sum(weights[name] * value for name, value in values.items())
                 loss_value = loss.item()
@@ -304,18 +308,21 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
 
 
 @torch.no_grad()
-def _teacher_logit_cache(teacher, train_loader, teacher_layers, device) -> torch.Tensor:
-    if teacher_layers:
-        raise ValueError("cache_teacher_logits=True cannot be combined with teacher_layers: "
-                         "the teacher's features would still need a forward pass every step")
+def _teacher_cache(teacher, train_loader, teacher_layers, device) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """The teacher's logits and ``teacher_layers`` features for every example of the loader's dataset."""
     if getattr(train_loader, "augment", None) is not None:
         raise ValueError("cache_teacher_logits=True needs un-augmented data: the loader applies "
                          f"{train_loader.augment!r}, so the teacher must see every augmented batch")
     data = getattr(train_loader, "data", None)
     if data is None:
         raise ValueError("cache_teacher_logits=True needs a kdtools TensorLoader (it indexes examples)")
-    logits = [teacher(data.images[i:i + 1000].to(device)) for i in range(0, len(data), 1000)]
-    return torch.cat(logits)
+    logits, features = [], {name: [] for name in teacher_layers}
+    with FeatureExtractor(teacher, teacher_layers, detach=True) if teacher_layers else contextlib.nullcontext({}) as hooks:
+        for i in range(0, len(data), 1000):
+            logits.append(teacher(data.images[i:i + 1000].to(device)))
+            for name in teacher_layers:
+                features[name].append(hooks[name])
+    return torch.cat(logits), {name: torch.cat(chunks) for name, chunks in features.items()}
 
 
 def train(model: nn.Module, train_loader, test_loader=None, *, epochs: int, **options) -> History:

@@ -1002,6 +1002,22 @@ CHECKER_CASES = {
     },
 }
 
+
+def _lesson_cases():
+    """Module 3 and later keep each lesson's wrong-answer cases in ``tests/exercise_cases_<lesson>.py``."""
+    import importlib.util
+    from pathlib import Path
+
+    cases = {}
+    for path in sorted(Path(__file__).parent.glob("exercise_cases_*.py")):
+        spec = importlib.util.spec_from_file_location(f"_cases_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        cases.update(module.CHECKER_CASES)
+    return cases
+
+
+CHECKER_CASES.update(_lesson_cases())
 CORRECT = [(name, fn) for name, spec in CHECKER_CASES.items() for fn in spec["correct"]]
 WRONG = [(name, fn, hint) for name, spec in CHECKER_CASES.items() for fn, hint in spec["wrong"]]
 

@@ -106,6 +106,33 @@ def test_feature_terms_and_epoch_dependent_weights(small_mnist):
     assert len(student.stage3._forward_hooks) == 0 and len(teacher.stage3._forward_hooks) == 0
 
 
+def test_cached_teacher_features_give_the_same_training(small_mnist):
+    torch.manual_seed(0)
+    teacher = SmallCNN(8, 1)
+    train(teacher, *loaders(small_mnist), epochs=1, device="cpu", progress=False)
+    seen_shapes = []
+
+    def feature_term(step: Step):
+        s, t = step.student_features["stage2"], step.teacher_features["stage2"]
+        seen_shapes.append(tuple(t.shape))
+        assert not t.requires_grad
+        return (s.pow(2).mean(1) - t.pow(2).mean(1)).pow(2).mean()
+
+    def run(cache):
+        torch.manual_seed(2)
+        student = SmallCNN(4, 1)
+        fit(student, *loaders(small_mnist), epochs=2, device="cpu", progress=False, teacher=teacher,
+            terms={"ce": cross_entropy_term, "feat": feature_term, "kd": kd_term(4.0)},
+            student_layers=["stage2"], teacher_layers=["stage2"], cache_teacher_logits=cache)
+        return student.state_dict()
+
+    a, b = run(False), run(True)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    assert seen_shapes and seen_shapes[-1][1:] == (16, 7, 7)
+    assert len(teacher.stage2._forward_hooks) == 0
+
+
 def test_extra_modules_are_optimised(small_mnist):
     student = MLP((16,))
     head = torch.nn.Linear(10, 10)

@@ -33,5 +33,10 @@ CHECKERS = {
     "check_nckd": check_nckd,
     "check_find_bias_shift": check_find_bias_shift,
 }
+# Module 3 and later: every check_* function a module defines is exported (each lesson adds its own)
+from . import feature as _feature  # noqa: E402
+
+for _name in _feature.__all__:
+    globals()[_name] = CHECKERS[_name] = getattr(_feature, _name)
 
 __all__ = ["CHECKERS", "Case", "CheckResult", "ErrorHint", "Mistake", "run_checks", *CHECKERS]
