@@ -845,11 +845,11 @@ CHECKER_CASES = {
     "check_softmax_with_temperature": {
         "correct": [softmax_by_hand, softmax_via_logsumexp],
         "wrong": [
-            (softmax_builtin, "your function calls torch.softmax"),
-            (softmax_functional, "your function calls F.softmax"),
-            (softmax_tensor_method, "your function calls the tensor method .softmax()"),
-            (softmax_via_log_softmax, "your function calls torch.log_softmax"),
-            (softmax_nn_module, "your function calls F.softmax"),
+            (softmax_builtin, "calls torch.softmax on check 1/"),
+            (softmax_functional, "calls torch.nn.functional.softmax on check 1/"),
+            (softmax_tensor_method, "calls torch.Tensor.softmax on check 1/"),
+            (softmax_via_log_softmax, "calls torch.log_softmax on check 1/"),
+            (softmax_nn_module, "calls torch.nn.Softmax on check 1/"),
             (softmax_without_temperature, "divide the logits by the temperature first"),
             (softmax_times_temperature, "you multiplied the logits by T"),
             (softmax_over_batch, "not over the batch (dim=0)"),
