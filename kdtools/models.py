@@ -93,6 +93,8 @@ ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {
     "mlp-300x2": lambda **kw: MLP((300, 300), **kw),
     "mlp-100x2": lambda **kw: MLP((100, 100), **kw),
     "mlp-30x2": lambda **kw: MLP((30, 30), **kw),
+    "mlp-256x1": lambda **kw: MLP((256,), **kw),          # LUPI's student on the 7x7 view (in_features=49)
+    "mlp-64x1": lambda **kw: MLP((64,), **kw),            # model compression's mimic student
     "cnn-32x2": lambda **kw: SmallCNN(width=32, depth=2, **kw),  # the course's CNN teacher
     "cnn-16x1": lambda **kw: SmallCNN(width=16, depth=1, **kw),
     "cnn-8x1": lambda **kw: SmallCNN(width=8, depth=1, **kw),
