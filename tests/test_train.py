@@ -235,3 +235,19 @@ def test_a_diverging_learning_rate_stops_with_the_learning_rate_named(small_mnis
     with pytest.raises(NonFiniteLossError,
                        match=r"at epoch 1, step \d+ of 20\n  terms: ce = (nan|inf)(.|\n)*lr is 10000"):
         train(MLP((64,)), *loaders(small_mnist), epochs=2, lr=1e4, device="cpu", progress=False)
+
+
+def test_evaluation_in_chunks_matches_one_forward_pass():
+    from kdtools.train import EVAL_CHUNK, forward_in_chunks
+
+    torch.manual_seed(0)
+    model = SmallCNN(4, 1).eval()
+    images = torch.randn(3 * EVAL_CHUNK + 5, 1, 28, 28)
+    with torch.no_grad():
+        whole, chunked = model(images), forward_in_chunks(model, images)
+    assert chunked.shape == whole.shape
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+    labels = whole.argmax(1)
+    loader = TensorLoader(TensorData(images, labels), batch_size=len(images))
+    torch.testing.assert_close(predict_logits(model, loader), whole, rtol=1e-5, atol=1e-5)
+    assert evaluate(model, loader) == 100.0
