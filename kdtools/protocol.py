@@ -349,10 +349,146 @@ register("CE + KD + hint", feature_method("hint", [("stage2", "stage2")], 100.0,
 
 
 # ---- Attention transfer (notebooks/03_feature/attention_transfer.ipynb)
-register("CE + AT", feature_method("at", STAGE_PAIRS, 1000.0), baseline="student (CE)",
+#: the authors' AT weight β: attention-transfer's ``cifar.py --beta 1e+3`` adds ``β·Σ_pairs`` of the code-form loss
+#: (so do RepDistiller ``-b 1000`` and mdistiller ``AT.LOSS.FEAT_WEIGHT = 1000``); CIFAR / ImageNet networks
+AT_AUTHORS_WEIGHT = 1000.0
+#: λ_AT chosen on a validation split of the protocol's training subset (attention_transfer.ipynb re-runs the sweep)
+AT_VALIDATED_WEIGHT = 10.0
+#: the weights that sweep tries (one seed each, on the validation split; never on the test set)
+AT_WEIGHT_GRID: Tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
+
+
+def _pair_name(pair: Tuple[str, str]) -> str:
+    return pair[0] if pair[0] == pair[1] else f"{pair[0]}→{pair[1]}"
+
+
+def at_paper_weights(protocol: Protocol, pairs: Sequence[Tuple[str, str]] = STAGE_PAIRS,
+                     beta: float = AT_AUTHORS_WEIGHT) -> Dict[str, float]:
+    """The weight of each pair's paper-form loss in the paper's eq. (2), ``β/2 · Σ_j ‖Q^s_j − Q^t_j‖₂``,
+    where the paper sets β to 10³ divided by the number of elements of the attention map and by the batch
+    size: ``β/(2·H_j·W_j)`` per pair (the batch is averaged inside ``at_loss``); ``H_j·W_j`` is the size
+    both maps are compared at (the smaller one)."""
+    pairs = _check_pairs(pairs)
+    _checks.check_positive(beta, "beta")
+    student = _architecture_shapes(protocol.student, [s for s, _ in pairs])
+    teacher = layer_shapes(_zoo_teacher(protocol.teacher), [t for _, t in pairs])
+    return {_pair_name((s, t)): beta / (2 * min(student[s][1] * student[s][2], teacher[t][1] * teacher[t][2]))
+            for s, t in pairs}
+
+
+def at_paper_method(beta: float = AT_AUTHORS_WEIGHT, pairs: Sequence[Tuple[str, str]] = STAGE_PAIRS
+                    ) -> MethodFactory:
+    """``CE + Σ_j β/(2·H_j·W_j) · at_loss(mode="paper")``: attention transfer as the paper's eq. (2) writes
+    it, one term per layer pair (named ``"at <layer>"``, so :class:`~kdtools.train.History` logs each)."""
+    pairs = _check_pairs(pairs)
+
+    def build(protocol: Protocol) -> Method:
+        weights = at_paper_weights(protocol, pairs, beta)
+        terms = {"ce": (CE_WEIGHT, cross_entropy_term)}
+        for pair in pairs:
+            terms[f"at {_pair_name(pair)}"] = (weights[_pair_name(pair)], feature_term("at", [pair], mode="paper"))
+        return Method(terms, student_layers=tuple(dict.fromkeys(s for s, _ in pairs)),
+                      teacher_layers=tuple(dict.fromkeys(t for _, t in pairs)))
+    return build
+
+
+def term_gradient_norms(student: nn.Module, teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                        terms: Mapping[str, Tuple[float, Callable[[Step], torch.Tensor]]],
+                        student_layers: Sequence[str] = (), teacher_layers: Sequence[str] = ()
+                        ) -> Dict[str, float]:
+    """``‖∇_θ (weight · term)‖₂`` over the student's parameters, for each ``name: (weight, term)`` on one batch.
+
+    The student runs in training mode (batch statistics, as in a training step) and its parameters are
+    left untouched; the teacher runs in eval mode. How hard each term pulls on the weights, side by side."""
+    from .features import FeatureExtractor  # only this helper needs it: the import stays in this block
+
+    _checks.check_tensor(images, "images", "[B, 1, H, W]", 4)
+    if labels.shape != images.shape[:1]:
+        raise ValueError(f"labels must have shape [{images.shape[0]}], got {tuple(labels.shape)}")
+    if not terms:
+        raise ValueError("terms is empty: give at least one name: (weight, term)")
+    was_training = student.training
+    params = [p for p in student.parameters() if p.requires_grad]
+    state = {k: v.clone() for k, v in student.state_dict().items()}  # BN running statistics move in train mode
+    try:
+        student.train()
+        teacher_features = extract(teacher, teacher_layers, images) if teacher_layers else {}
+        with torch.no_grad():
+            teacher_logits = teacher.eval()(images)
+        norms = {}
+        for name, (weight, term) in terms.items():
+            hooks = FeatureExtractor(student, student_layers) if student_layers else None
+            if hooks is not None:
+                hooks.attach()
+            try:
+                logits = student(images)
+                step = Step(images, labels, torch.arange(len(labels)), logits, teacher_logits,
+                            hooks.outputs if hooks else {}, teacher_features)
+                grads = torch.autograd.grad(weight * term(step), params, allow_unused=True)
+            finally:
+                if hooks is not None:
+                    hooks.remove()
+            norms[name] = math.sqrt(sum(float(g.pow(2).sum()) for g in grads if g is not None))
+        return norms
+    finally:
+        student.load_state_dict(state)
+        student.train(was_training)
+
+
+def held_out_split(protocol: Protocol, val_per_class: Optional[int] = None):
+    """The protocol's training subset split into (fit, validation) ``TensorData``: ``val_per_class`` images of
+    each class (default a fifth of ``train_per_class``, at least 1) held out, stratified, fixed by
+    ``data_seed``. The test set is not touched."""
+    if val_per_class is None:
+        val_per_class = max(1, protocol.train_per_class // 5)
+    _checks.check_positive_int(val_per_class, "val_per_class")
+    if val_per_class >= protocol.train_per_class:
+        raise ValueError(f"val_per_class must be < train_per_class = {protocol.train_per_class}, got {val_per_class}")
+    train, _ = _protocol_data(protocol.train_per_class, protocol.data_seed, protocol.test_per_class)
+    held_out = stratified_subset(train.labels, per_class=val_per_class, seed=protocol.data_seed + 1)
+    kept = torch.ones(len(train), dtype=torch.bool)
+    kept[held_out] = False
+    return train.subset(torch.nonzero(kept).flatten()), train.subset(held_out)
+
+
+def run_held_out(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protocol] = None,
+                 val_per_class: Optional[int] = None, teacher: Optional[nn.Module] = None) -> History:
+    """:func:`run` on the fit part of :func:`held_out_split`, with ``History.test_acc`` measured on the
+    validation part: for choosing a hyper-parameter without the test set. Same optimiser and budget."""
+    protocol = protocol or active_protocol()
+    factory = _factory(method)
+    fit_data, validation = held_out_split(protocol, val_per_class)
+    seed_everything(seed)
+    student = build_model(protocol.student)
+    spec = factory(protocol)
+    if spec.pretrain is not None:
+        raise ValueError("run_held_out does not support two-stage methods (Method.pretrain)")
+    if spec.uses_teacher and teacher is None:
+        teacher = _zoo_teacher(protocol.teacher)
+    return fit(student, TensorLoader(fit_data, protocol.batch_size, shuffle=True, seed=seed),
+               TensorLoader(validation, 1000), epochs=protocol.epochs, terms=spec.terms,
+               teacher=teacher if spec.uses_teacher else None, student_layers=spec.student_layers,
+               teacher_layers=spec.teacher_layers, extra_modules=spec.extra_modules,
+               optimizer=protocol.optimizer, lr=protocol.lr, momentum=protocol.momentum,
+               weight_decay=protocol.weight_decay, schedule=protocol.schedule,
+               cache_teacher_logits=spec.uses_teacher, seed=seed, progress=False)
+
+
+register("CE + AT", feature_method("at", STAGE_PAIRS, AT_AUTHORS_WEIGHT), baseline="student (CE)",
          change="adds attention transfer (authors' code form, weight 1000) on the three stages")
-register("CE + KD + AT", feature_method("at", STAGE_PAIRS, 1000.0, kd_weight=1.0), baseline="CE + KD",
+register("CE + KD + AT", feature_method("at", STAGE_PAIRS, AT_AUTHORS_WEIGHT, kd_weight=1.0), baseline="CE + KD",
          change="adds attention transfer (authors' code form, weight 1000) on the three stages")
+register("CE + AT (paper form)", at_paper_method(AT_AUTHORS_WEIGHT), baseline="CE + AT",
+         change="the paper's eq. (2): per-image L2 distance weighted β/(2·H·W) per stage, "
+                "instead of β times the mean squared difference")
+register(f"CE + AT, λ_AT = {AT_VALIDATED_WEIGHT:g}", feature_method("at", STAGE_PAIRS, AT_VALIDATED_WEIGHT),
+         baseline="student (CE)",
+         change=f"adds attention transfer (code form, weight {AT_VALIDATED_WEIGHT:g}, chosen on a validation split) "
+                "on the three stages")
+register(f"CE + KD + AT, λ_AT = {AT_VALIDATED_WEIGHT:g}",
+         feature_method("at", STAGE_PAIRS, AT_VALIDATED_WEIGHT, kd_weight=1.0), baseline="CE + KD",
+         change=f"adds attention transfer (code form, weight {AT_VALIDATED_WEIGHT:g}, chosen on a validation split) "
+                "on the three stages")
 # ---- end of attention transfer
 
 
