@@ -357,10 +357,61 @@ register("CE + KD + AT", feature_method("at", STAGE_PAIRS, 1000.0, kd_weight=1.0
 
 
 # ---- Neuron selectivity transfer (notebooks/03_feature/neuron_selectivity_transfer.ipynb)
-register("CE + NST", feature_method("nst", STAGE_PAIRS, 50.0), baseline="student (CE)",
-         change="adds NST (polynomial kernel, weight 50) on the three stages")
-register("CE + KD + NST", feature_method("nst", STAGE_PAIRS, 50.0, kd_weight=1.0), baseline="CE + KD",
-         change="adds NST (polynomial kernel, weight 50) on the three stages")
+#: the authors' NST weight (RepDistiller ``-b 50``, mdistiller ``NST.LOSS.FEAT_WEIGHT = 50``, CIFAR-100)
+NST_AUTHORS_WEIGHT = 50.0
+
+
+def nst_method(weight: float, kernel: str = "poly", *, kd_weight: float = 0.0,
+               pairs: Sequence[Tuple[str, str]] = STAGE_PAIRS) -> MethodFactory:
+    """``CE + weight·Σ_pairs NST(kernel)`` (+ ``kd_weight``·KD): a controlled NST arm, for sweeps."""
+    return feature_method("nst", pairs, weight, kd_weight=kd_weight, kernel=kernel)
+
+
+def validation_split(protocol: Protocol, val_per_class: Optional[int] = None) -> Tuple["TensorData", "TensorData"]:
+    """The protocol's training subset split into (fit, validation): ``val_per_class`` images of each class
+    (default: a fifth of ``train_per_class``, at least 1) are held out, stratified and fixed by
+    ``data_seed``. The test set is not touched."""
+    if val_per_class is None:
+        val_per_class = max(1, protocol.train_per_class // 5)
+    _checks.check_positive_int(val_per_class, "val_per_class")
+    if val_per_class >= protocol.train_per_class:
+        raise ValueError(f"val_per_class must be < train_per_class = {protocol.train_per_class}, "
+                         f"got {val_per_class}")
+    train, _ = _protocol_data(protocol.train_per_class, protocol.data_seed, protocol.test_per_class)
+    held_out = stratified_subset(train.labels, per_class=val_per_class, seed=protocol.data_seed + 1)
+    kept = torch.ones(len(train), dtype=torch.bool)
+    kept[held_out] = False
+    return train.subset(torch.nonzero(kept).flatten()), train.subset(held_out)
+
+
+def run_validation(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protocol] = None,
+                   val_per_class: Optional[int] = None, teacher: Optional[nn.Module] = None) -> History:
+    """Like :func:`run`, but trains on the training subset minus a held-out validation part
+    (:func:`validation_split`) and reports accuracy on that part in ``History.test_acc``: for choosing
+    hyper-parameters without looking at the test set. Same optimiser, schedule and number of epochs."""
+    protocol = protocol or active_protocol()
+    factory = _factory(method)
+    fit_data, validation = validation_split(protocol, val_per_class)
+    seed_everything(seed)
+    student = build_model(protocol.student)
+    spec = factory(protocol)
+    if spec.pretrain is not None:
+        raise ValueError("run_validation does not support two-stage methods (Method.pretrain)")
+    if spec.uses_teacher and teacher is None:
+        teacher = _zoo_teacher(protocol.teacher)
+    return fit(student, TensorLoader(fit_data, protocol.batch_size, shuffle=True, seed=seed),
+               TensorLoader(validation, 1000), epochs=protocol.epochs, terms=spec.terms,
+               teacher=teacher if spec.uses_teacher else None, student_layers=spec.student_layers,
+               teacher_layers=spec.teacher_layers, extra_modules=spec.extra_modules,
+               optimizer=protocol.optimizer, lr=protocol.lr, momentum=protocol.momentum,
+               weight_decay=protocol.weight_decay, schedule=protocol.schedule,
+               cache_teacher_logits=spec.uses_teacher, seed=seed, progress=False)
+
+
+register("CE + NST", nst_method(NST_AUTHORS_WEIGHT), baseline="student (CE)",
+         change="adds NST (polynomial kernel, the authors' weight 50) on the three stages")
+register("CE + KD + NST", nst_method(NST_AUTHORS_WEIGHT, kd_weight=1.0), baseline="CE + KD",
+         change="adds NST (polynomial kernel, the authors' weight 50) on the three stages")
 # ---- end of neuron selectivity transfer
 
 
