@@ -1,0 +1,62 @@
+"""The NST lesson's protocol additions: the validation split carved from the training subset, the
+validation run that trains on the rest, and the NST arm factory."""
+import pytest
+import torch
+
+from kdtools import protocol
+from kdtools.losses import nst_loss
+from kdtools.protocol import METHODS, Protocol
+
+TINY = Protocol(train_per_class=5, epochs=2, seeds=(0, 1), test_per_class=20)
+
+
+def test_validation_split_holds_out_a_stratified_part_of_the_training_subset():
+    fit_part, validation = protocol.validation_split(TINY, val_per_class=2)
+    train, test = protocol._protocol_data(TINY.train_per_class, TINY.data_seed, TINY.test_per_class)
+    assert len(fit_part) == 30 and len(validation) == 20
+    assert torch.bincount(validation.labels, minlength=10).tolist() == [2] * 10
+    assert torch.bincount(fit_part.labels, minlength=10).tolist() == [3] * 10
+
+    def rows(images):
+        return {tuple(image.flatten().tolist()) for image in images}
+
+    # the two parts are disjoint and together are the training subset; no test image is used
+    assert not rows(fit_part.images) & rows(validation.images)
+    assert rows(fit_part.images) | rows(validation.images) == rows(train.images)
+    assert not rows(validation.images) & rows(test.images)
+    again, _ = protocol.validation_split(TINY, val_per_class=2)
+    assert torch.equal(again.labels, fit_part.labels) and torch.equal(again.images, fit_part.images)
+
+
+def test_validation_split_defaults_to_a_fifth_and_validates():
+    _, validation = protocol.validation_split(Protocol(train_per_class=10))
+    assert len(validation) == 20  # 10 per class // 5 = 2 per class
+    with pytest.raises(ValueError, match="val_per_class must be < train_per_class = 5, got 5"):
+        protocol.validation_split(TINY, val_per_class=5)
+    with pytest.raises(ValueError, match="val_per_class"):
+        protocol.validation_split(TINY, val_per_class=0)
+
+
+def test_run_validation_reports_accuracy_on_the_held_out_images():
+    history = protocol.run_validation("student (CE)", 0, TINY, val_per_class=2)
+    assert history.epochs == 2
+    # accuracies on 20 images are multiples of 5 %
+    assert all(abs(acc / 5 - round(acc / 5)) < 1e-9 for acc in history.test_acc)
+    assert protocol.run_validation("student (CE)", 0, TINY, val_per_class=2).test_acc == history.test_acc
+
+
+def test_nst_arms_sum_the_chosen_kernel_over_the_three_stages():
+    method = protocol.nst_method(3.0, "gaussian", kd_weight=1.0)(TINY)
+    assert set(method.terms) == {"ce", "nst", "kd"} and method.terms["nst"][0] == 3.0
+    assert method.student_layers == ("stage1", "stage2", "stage3")
+    torch.manual_seed(0)
+    s = {name: torch.rand(2, c, 7, 7) for name, c in (("stage1", 4), ("stage2", 8), ("stage3", 16))}
+    t = {name: torch.rand(2, 8 * c, 7, 7) for name, c in (("stage1", 4), ("stage2", 8), ("stage3", 16))}
+    step = protocol.Step(torch.zeros(2), torch.zeros(2, dtype=torch.long), torch.arange(2), torch.zeros(2, 10),
+                         None, s, t)
+    expected = sum(nst_loss(s[name], t[name], kernel="gaussian") for name in s)
+    torch.testing.assert_close(method.terms["nst"][1](step), expected)
+    authors = METHODS["CE + NST"](TINY)
+    assert authors.terms["nst"][0] == protocol.NST_AUTHORS_WEIGHT == 50.0
+    with pytest.raises(ValueError, match="kernel"):
+        protocol.nst_method(1.0, "cubic")(TINY).terms["nst"][1](step)
