@@ -60,3 +60,41 @@ def test_nst_arms_sum_the_chosen_kernel_over_the_three_stages():
     assert authors.terms["nst"][0] == protocol.NST_AUTHORS_WEIGHT == 50.0
     with pytest.raises(ValueError, match="kernel"):
         protocol.nst_method(1.0, "cubic")(TINY).terms["nst"][1](step)
+
+
+def _mean_normalised_map(feat):
+    return torch.nn.functional.normalize(feat.flatten(2), dim=2).mean(dim=1)
+
+
+def _position_gram(feat):
+    unit = torch.nn.functional.normalize(feat.flatten(2), dim=2)
+    return unit.transpose(1, 2) @ unit / unit.shape[1]
+
+
+def test_the_lessons_identities_hold_per_image():
+    # the lesson's claims: linear-kernel MMD² = |a_s − a_t|² with a the mean of the channel-normalised maps
+    # (attention transfer with p = 1, channels normalised first, map not normalised, squared distance summed
+    # over positions); polynomial-kernel MMD² = |G_s − G_t|²_F with G the mean of f̂ f̂ᵀ over channels
+    gen = torch.Generator().manual_seed(3)
+    s = torch.randn(3, 4, 5, 6, generator=gen, dtype=torch.float64).relu()
+    t = torch.randn(3, 9, 5, 6, generator=gen, dtype=torch.float64).relu()
+    for i in range(3):
+        linear = nst_loss(s[i:i + 1], t[i:i + 1], kernel="linear")
+        expected = (_mean_normalised_map(s[i:i + 1]) - _mean_normalised_map(t[i:i + 1])).pow(2).sum()
+        torch.testing.assert_close(linear, expected)
+        poly = nst_loss(s[i:i + 1], t[i:i + 1], kernel="poly")
+        torch.testing.assert_close(poly, (_position_gram(s[i:i + 1]) - _position_gram(t[i:i + 1])).pow(2).sum())
+    # a hand-computed case: one channel each, maps e1 and (e1 + e2)/√2 -> linear MMD² = |e1 − (e1+e2)/√2|²
+    a = torch.tensor([1.0, 0.0], dtype=torch.float64).view(1, 1, 1, 2)
+    b = torch.tensor([1.0, 1.0], dtype=torch.float64).view(1, 1, 1, 2)
+    torch.testing.assert_close(nst_loss(a, b, kernel="linear"), torch.tensor(2 - 2 ** 0.5, dtype=torch.float64))
+    torch.testing.assert_close(nst_loss(a, b, kernel="poly"), torch.tensor(1.0, dtype=torch.float64))  # 1 + 1 − 2·½
+
+
+def test_nst_ignores_the_order_and_the_scale_of_the_channels():
+    gen = torch.Generator().manual_seed(4)
+    s = torch.randn(2, 5, 4, 4, generator=gen).relu()
+    t = torch.randn(2, 7, 4, 4, generator=gen).relu()
+    scaled = s[:, [3, 0, 4, 1, 2]] * torch.tensor([0.2, 1.0, 3.0, 7.0, 0.5]).view(1, -1, 1, 1)
+    for kernel in ("linear", "poly", "gaussian"):
+        torch.testing.assert_close(nst_loss(scaled, t, kernel=kernel), nst_loss(s, t, kernel=kernel))
