@@ -357,14 +357,82 @@ register("CE + KD + AT", feature_method("at", STAGE_PAIRS, 1000.0, kd_weight=1.0
 
 
 # ---- Neuron selectivity transfer (notebooks/03_feature/neuron_selectivity_transfer.ipynb)
+from .losses import NST_KERNELS as _NST_KERNELS  # noqa: E402  (this block's imports stay in this block)
+from .losses.feature import _mean_squared_pair_distance as _nst_bandwidth  # noqa: E402
+
 #: the authors' NST weight (RepDistiller ``-b 50``, mdistiller ``NST.LOSS.FEAT_WEIGHT = 50``, CIFAR-100)
 NST_AUTHORS_WEIGHT = 50.0
 
 
 def nst_method(weight: float, kernel: str = "poly", *, kd_weight: float = 0.0,
                pairs: Sequence[Tuple[str, str]] = STAGE_PAIRS) -> MethodFactory:
-    """``CE + weight·Σ_pairs NST(kernel)`` (+ ``kd_weight``·KD): a controlled NST arm, for sweeps."""
-    return feature_method("nst", pairs, weight, kd_weight=kd_weight, kernel=kernel)
+    """``CE + weight·Σ_pairs NST(kernel)`` (+ ``kd_weight``·KD): a controlled NST arm, for sweeps.
+
+    Same objective and same gradients as ``feature_method("nst", pairs, weight, kernel=kernel)``, but the
+    teacher-only parts of :func:`~kdtools.losses.nst_loss` (its teacher–teacher kernel mean and, for the
+    Gaussian kernel, the bandwidth) are computed once per training image and looked up afterwards
+    (:func:`nst_term`): they carry no gradient, and on the protocol's stage-3 maps they cost more than the
+    rest of the step."""
+    _checks.check_choice(kernel, "kernel", _NST_KERNELS)
+    pairs = _check_pairs(pairs)
+
+    def build(protocol: Protocol) -> Method:
+        terms = {"ce": (CE_WEIGHT, cross_entropy_term), "nst": (weight, nst_term(pairs, kernel))}
+        if kd_weight:
+            terms["kd"] = (kd_weight, kd_part())
+        return Method(terms, student_layers=tuple(dict.fromkeys(s for s, _ in pairs)),
+                      teacher_layers=tuple(dict.fromkeys(t for _, t in pairs)))
+    return build
+
+
+def nst_term(pairs: Sequence[Tuple[str, str]], kernel: str = "poly"):
+    """``Σ_pairs nst_loss(F^s, F^t, kernel)`` with the teacher-only parts cached per training example.
+
+    Valid when the teacher's features of an example never change during a run: a frozen teacher on
+    un-augmented images, which is what :func:`run` trains with (``fit`` caches the teacher's features by
+    example index on the same assumption). The cache belongs to this term, so build a new term per run.
+    Pairs whose spatial sizes differ are computed by :func:`~kdtools.losses.nst_loss` itself."""
+    _checks.check_choice(kernel, "kernel", _NST_KERNELS)
+    pairs = _check_pairs(pairs)
+    k = _NST_KERNELS[kernel]
+    caches: Dict[Tuple[str, str], Dict[str, torch.Tensor]] = {}
+
+    def teacher_parts(pair, unit_t: torch.Tensor, index: torch.Tensor):
+        """Per example: the mean of k(t_j, t_j') and the Gaussian bandwidth (1.0 for the other kernels)."""
+        cache = caches.setdefault(pair, {})
+        if "tt" not in cache:
+            cache["tt"] = torch.full((int(index.max()) + 1,), float("nan"), dtype=unit_t.dtype)
+            cache["sigma2"] = torch.ones_like(cache["tt"])
+        if int(index.max()) >= len(cache["tt"]):
+            grow = int(index.max()) + 1 - len(cache["tt"])
+            cache["tt"] = torch.cat([cache["tt"], torch.full((grow,), float("nan"), dtype=unit_t.dtype)])
+            cache["sigma2"] = torch.cat([cache["sigma2"], torch.ones(grow, dtype=unit_t.dtype)])
+        index_cpu = index.cpu()
+        missing = torch.isnan(cache["tt"][index_cpu])
+        if missing.any():
+            with torch.no_grad():
+                new_t = unit_t[missing.to(unit_t.device)]
+                sigma2 = _nst_bandwidth(new_t) if kernel == "gaussian" else None
+                cache["tt"][index_cpu[missing]] = k(new_t, new_t, sigma2).mean(dim=(1, 2)).cpu()
+                if sigma2 is not None:
+                    cache["sigma2"][index_cpu[missing]] = sigma2.flatten().cpu()
+        tt = cache["tt"][index_cpu].to(unit_t.device)
+        sigma2 = cache["sigma2"][index_cpu].to(unit_t.device).view(-1, 1, 1) if kernel == "gaussian" else None
+        return tt, sigma2
+
+    def term(step: Step) -> torch.Tensor:
+        total = 0.0
+        for pair in pairs:
+            student_feat, teacher_feat = step.student_features[pair[0]], step.teacher_features[pair[1]]
+            if student_feat.shape[-2:] != teacher_feat.shape[-2:]:
+                total = total + nst_loss(student_feat, teacher_feat, kernel=kernel)
+                continue
+            unit_s = torch.nn.functional.normalize(student_feat.flatten(2), dim=2)
+            unit_t = torch.nn.functional.normalize(teacher_feat.detach().flatten(2), dim=2)
+            tt, sigma2 = teacher_parts(pair, unit_t, step.index)
+            total = total + tt.mean() + k(unit_s, unit_s, sigma2).mean() - 2 * k(unit_s, unit_t, sigma2).mean()
+        return total
+    return term
 
 
 def validation_split(protocol: Protocol, val_per_class: Optional[int] = None) -> Tuple["TensorData", "TensorData"]:

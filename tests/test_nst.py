@@ -58,8 +58,6 @@ def test_nst_arms_sum_the_chosen_kernel_over_the_three_stages():
     torch.testing.assert_close(method.terms["nst"][1](step), expected)
     authors = METHODS["CE + NST"](TINY)
     assert authors.terms["nst"][0] == protocol.NST_AUTHORS_WEIGHT == 50.0
-    with pytest.raises(ValueError, match="kernel"):
-        protocol.nst_method(1.0, "cubic")(TINY).terms["nst"][1](step)
 
 
 def _mean_normalised_map(feat):
@@ -98,3 +96,33 @@ def test_nst_ignores_the_order_and_the_scale_of_the_channels():
     scaled = s[:, [3, 0, 4, 1, 2]] * torch.tensor([0.2, 1.0, 3.0, 7.0, 0.5]).view(1, -1, 1, 1)
     for kernel in ("linear", "poly", "gaussian"):
         torch.testing.assert_close(nst_loss(scaled, t, kernel=kernel), nst_loss(s, t, kernel=kernel))
+
+
+@pytest.mark.parametrize("kernel", ["poly", "linear", "gaussian"])
+def test_nst_term_with_cached_teacher_parts_equals_nst_loss(kernel):
+    gen = torch.Generator().manual_seed(5)
+    pairs = [("a", "a"), ("b", "b"), ("c", "c")]
+    teacher = {"a": torch.rand(10, 12, 6, 6, generator=gen, dtype=torch.float64),
+               "b": torch.rand(10, 16, 3, 3, generator=gen, dtype=torch.float64),
+               "c": torch.rand(10, 8, 4, 4, generator=gen, dtype=torch.float64)}
+    term = protocol.nst_term(pairs, kernel)
+    # two passes over the data in different batches: the second pass reads the cache
+    for index in (torch.tensor([3, 1, 7, 0]), torch.tensor([9, 2]), torch.tensor([1, 3, 9, 5]), torch.arange(10)):
+        student = {"a": torch.rand(len(index), 3, 6, 6, generator=gen, dtype=torch.float64, requires_grad=True),
+                   "b": torch.rand(len(index), 4, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True),
+                   "c": torch.rand(len(index), 2, 2, 2, generator=gen, dtype=torch.float64, requires_grad=True)}
+        step = protocol.Step(torch.zeros(len(index)), torch.zeros(len(index), dtype=torch.long), index,
+                             torch.zeros(len(index), 10), None, student, {n: f[index] for n, f in teacher.items()})
+        got = term(step)
+        # "c" has different spatial sizes (2×2 against 4×4): that pair goes through nst_loss itself
+        expected = sum(nst_loss(student[n], teacher[n][index], kernel=kernel) for n, _ in pairs)
+        torch.testing.assert_close(got, expected)
+        grads = torch.autograd.grad(got, list(student.values()))
+        expected_grads = torch.autograd.grad(expected, list(student.values()))
+        for g, e in zip(grads, expected_grads):
+            torch.testing.assert_close(g, e)
+
+
+def test_nst_arms_validate_the_kernel_early():
+    with pytest.raises(ValueError, match="kernel"):
+        protocol.nst_method(1.0, "cubic")
