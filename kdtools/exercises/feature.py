@@ -137,7 +137,7 @@ def check_nst_poly_mmd(fn) -> CheckResult:
                                "torch.bmm(a, b.transpose(1, 2)).")],
         nonfinite_hint="nan or inf: a channel whose map is zero everywhere (a dead ReLU) has norm 0. Divide by "
                        "norm.clamp_min(1e-12), as F.normalize does, so that its normalised map is 0.",
-        covers="post-ReLU and signed maps, C_s ≠ C_t, a dead channel, one channel, gradients", atol=1e-8)
+        covers="unequal channel counts, a dead channel, gradients", atol=1e-8)
 
 
 # ---- end of neuron selectivity transfer
