@@ -179,10 +179,15 @@ def linear_cka(features_x, features_y) -> float:
         raise ValueError(f"features_x and features_y must describe the same examples, got {x.shape[0]} and "
                          f"{y.shape[0]} rows (shapes {tuple(x.shape)} and {tuple(y.shape)})")
     x, y = x - x.mean(0, keepdim=True), y - y.mean(0, keepdim=True)
-    denominator = torch.linalg.matrix_norm(x.T @ x) * torch.linalg.matrix_norm(y.T @ y)
+    denominator = _self_similarity(x) * _self_similarity(y)
     if not denominator > 0:
         raise ValueError("features_x or features_y is constant over the examples: CKA is undefined")
     return float(torch.linalg.matrix_norm(y.T @ x) ** 2 / denominator)
+
+
+def _self_similarity(x: torch.Tensor) -> torch.Tensor:
+    # ‖XᵀX‖_F = ‖XXᵀ‖_F: build the smaller of the two Gram matrices (wide feature maps, few examples)
+    return torch.linalg.matrix_norm(x.T @ x if x.shape[1] <= x.shape[0] else x @ x.T)
 
 
 def _as_feature_matrix(values, name: str) -> torch.Tensor:

@@ -464,8 +464,8 @@ def fitnets_two_stage(pair: Tuple[str, str] = FITNETS_PAIR, kd_weight: float = 1
                       temperature: float = TEMPERATURE) -> MethodFactory:
     """FitNets as the paper trains it: stage 1 = :func:`hint_stage` on ``pair`` for
     :func:`hint_stage_epochs` epochs (on top of the protocol's), then stage 2 = the whole student on
-    ``CE + kd_weight·KD`` for the protocol's epochs, the regressor discarded. The paper anneals the KD
-    weight λ from 4 to 1 during stage 2; here it is constant, as in the controlled *CE + KD* arm."""
+    ``CE + kd_weight·KD`` for the protocol's epochs, the regressor discarded. The paper anneals the weight
+    λ of its KD term during stage 2; here it is constant, as in the controlled *CE + KD* arm."""
     guided, hint = _check_pairs([pair])[0]
 
     def pretrain(student, teacher, train_loader, protocol, seed):
@@ -480,7 +480,7 @@ def fitnets_two_stage(pair: Tuple[str, str] = FITNETS_PAIR, kd_weight: float = 1
     return build
 
 
-register("FitNets (two-stage)", fitnets_two_stage(), baseline="CE + KD",
+register("FitNets (two-stage)", _teacher_loaded_first(fitnets_two_stage()), baseline="CE + KD",
          change="first trains stage1–2 and a 1×1-conv regressor on the stage2 hint alone for a quarter "
                 "of the epochs more (stage 1), then the same CE + KD", controlled=False)
 

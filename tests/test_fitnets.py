@@ -112,8 +112,9 @@ def test_run_jobs_gives_the_same_results_in_worker_processes():
         protocol.run_jobs(jobs, workers=0)
 
 
-def test_hint_arm_does_not_depend_on_whether_the_teacher_was_loaded_before():
+@pytest.mark.parametrize("arm", ["CE + hint", "FitNets (two-stage)"])
+def test_regressor_arms_do_not_depend_on_whether_the_teacher_was_loaded_before(arm):
     protocol._zoo_teacher.cache_clear()
-    first = protocol.run("CE + hint", 0, TINY, device="cpu")  # loads the teacher from the zoo
-    second = protocol.run("CE + hint", 0, TINY, device="cpu")  # finds it loaded
+    first = protocol.run(arm, 0, TINY, device="cpu")  # loads the teacher from the zoo
+    second = protocol.run(arm, 0, TINY, device="cpu")  # finds it loaded
     assert first.train_loss == second.train_loss and first.test_acc == second.test_acc

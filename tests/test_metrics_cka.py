@@ -68,3 +68,11 @@ def test_independent_features_score_low():
 def test_bad_input_names_the_argument(x, y, message):
     with pytest.raises(ValueError, match=message):
         linear_cka(x, y)
+
+
+def test_wide_features_with_few_examples_match_the_hsic_form():
+    # more features than examples: the norms are computed from the n×n Gram matrices instead
+    gen = np.random.default_rng(4)
+    x, y = gen.normal(size=(12, 40)), gen.normal(size=(12, 3))
+    assert linear_cka(x, y) == pytest.approx(_cka_by_hand(x, y), rel=1e-10)
+    assert linear_cka(y, x) == pytest.approx(_cka_by_hand(x, y), rel=1e-10)
