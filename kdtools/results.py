@@ -322,6 +322,61 @@ def _test_set_sentence(rows: List[dict]) -> str:
     return f"Test set: {listed} images" + (" (not recorded for every row)." if missing else ".")
 
 
+def _lesson_link(notebook: str, root: Optional[Path]) -> str:
+    path = _notebook_file(notebook, root)
+    if path is None:
+        return notebook
+    return f"{{doc}}`{notebook} </{path.relative_to(root).with_suffix('').as_posix()}>`"
+
+
+def render_shared_protocol_table(rows: Iterable[dict], root: Optional[Path] = None) -> str:
+    """One table of every arm recorded on the shared protocol (rows with ``protocol="shared"``), across lessons.
+
+    An arm recorded by several lessons with the same value for every seed (a baseline they all re-run)
+    is one line listing those lessons; if the values differ, each lesson keeps its own line.
+    """
+    shared = [r for r in rows if r.get("protocol") == "shared" and r["metric"] in (
+        "test accuracy, last epoch (%)", "test accuracy, best epoch (%)")]
+    if not shared:
+        return ""
+    runs: Dict[tuple, Dict[str, Dict[str, Dict]]] = {}
+    for r in shared:
+        arm = (r["method"], r["teacher"], r["student"], r.get("setting") or "", r["epochs"])
+        runs.setdefault(arm, {}).setdefault(r["notebook"], {}).setdefault(r["metric"], {})[r["seed"]] = r["value"]
+    order = lesson_order(root)
+    rank = lambda nb: (order.index(nb), nb) if nb in order else (len(order), nb)  # noqa: E731
+    lines = []
+    for arm, by_lesson in runs.items():
+        merged: List[tuple] = []  # (lessons, values by metric)
+        for notebook in sorted(by_lesson, key=rank):
+            for entry in merged:
+                if entry[1] == by_lesson[notebook]:
+                    entry[0].append(notebook)
+                    break
+            else:
+                merged.append(([notebook], by_lesson[notebook]))
+        for lessons, values in merged:
+            lines.append((rank(lessons[0]), arm, lessons, values))
+    lines.sort(key=lambda line: line[0])
+    sizes = sorted({r["test_images"] for r in shared if r.get("test_images")})
+    out = ["## Every method on the shared protocol", "",
+           "The arms of every lesson that trains on the shared protocol of `kdtools.protocol` (one teacher, "
+           "1,000 training images, one budget, the same seeds): they compare like with like across lessons. "
+           + (f"Test set: {' or '.join(f'{s:,}'.replace(',', chr(0x2009)) for s in sizes)} images." if sizes else ""),
+           "", "```{table}", ":class: kd-results", "",
+           "| method | last epoch (%) | best epoch (%) | model (teacher → student) | epochs | lessons |",
+           "|---|---|---|---|---|---|"]
+    for _, (method, teacher, student, setting, epochs), lessons, values in lines:
+        shown = []
+        for metric in ("test accuracy, last epoch (%)", "test accuracy, best epoch (%)"):
+            seeds = values.get(metric, {})
+            shown.append(format_values(metric, list(seeds.values()), len(seeds)) if seeds else "-")
+        links = ", ".join(_lesson_link(nb, root) for nb in lessons)
+        out.append("| " + " | ".join(_cell(c) for c in [method, *shown, _models(teacher, student), epochs, links]) + " |")
+    out += ["```", ""]
+    return "\n".join(out)
+
+
 def render_table(rows: Iterable[dict], root: Optional[Path] = None, skipped: Iterable[str] = ()) -> str:
     """One section per lesson, linked to its notebook; rows that differ only by seed are merged into
     mean ± sample std with the number of seeds. ``skipped`` lines are shown as a note at the end."""
@@ -338,7 +393,7 @@ def render_table(rows: Iterable[dict], root: Optional[Path] = None, skipped: Ite
         lessons.setdefault(key[0], []).append((key, members))
     order = lesson_order(root)
     rank = lambda nb: (order.index(nb), nb) if nb in order else (len(order), nb)  # noqa: E731
-    out = []
+    out = [render_shared_protocol_table(rows, root)] if any(r.get("protocol") == "shared" for r in rows) else []
     for notebook in sorted(lessons, key=rank):
         entries = lessons[notebook]
         path = _notebook_file(notebook, root)

@@ -223,3 +223,22 @@ def test_recording_under_the_shared_name_replaces_a_legacy_row(tmp_path):
     assert "last_acc_mean" in skipped[0]  # kept, and still reported, until forgotten
     Recorder("nb", mode="full").forget(metric="last_acc_mean")
     assert load(skipped=(skipped := [])) and skipped == []
+
+
+def _shared_row(notebook, method, seed, value, metric="test accuracy, last epoch (%)"):
+    return {"notebook": notebook, "method": method, "teacher": "mnist-cnn-teacher", "student": "cnn-4x1",
+            "metric": metric, "value": value, "seed": seed, "epochs": 40, "mode": "full", "protocol": "shared",
+            "test_images": 2000, "setting": "shared protocol"}
+
+
+def test_shared_protocol_table_merges_a_baseline_that_lessons_share():
+    rows = [_shared_row(nb, "CE + KD", seed, v) for nb in ("lesson_a", "lesson_b") for seed, v in ((0, 94.0), (1, 96.0))]
+    rows += [_shared_row("lesson_a", "CE + AT", 0, 90.0), _shared_row("lesson_b", "CE + AT", 0, 91.0)]
+    rows.append({**_shared_row("lesson_a", "other", 0, 50.0), "protocol": None})
+    table = results.render_shared_protocol_table(rows)
+    lines = [line for line in table.splitlines() if line.startswith("| CE + ")]
+    assert lines[0].startswith("| CE + KD | 95.00 ± 1.41 (2 seeds) | - |") and lines[0].endswith("lesson_a, lesson_b |")
+    # the same arm with different values in two lessons keeps one line per lesson
+    assert [line.rsplit("|", 2)[1].strip() for line in lines[1:]] == ["lesson_a", "lesson_b"]
+    assert "other" not in table and "Test set: 2\u2009000 images." in table
+    assert results.render_shared_protocol_table([rows[-1]]) == ""
