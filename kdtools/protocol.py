@@ -345,23 +345,10 @@ def feature_method(loss: str, pairs: Sequence[Tuple[str, str]], weight: float, *
 FITNETS_PAIR: Tuple[str, str] = ("stage2", "stage2")
 
 
-
-def _teacher_loaded_first(factory: MethodFactory) -> MethodFactory:
-    """``factory`` with the protocol's teacher loaded beforehand without touching the random state.
-    feature_method's regressor is initialised after it reads the teacher's shapes, and loading the
-    teacher from the zoo draws random numbers (it builds the network): without this, a hint arm's
-    result would depend on whether an earlier run in the same process had loaded the teacher."""
-    def build(protocol: Protocol) -> Method:
-        with torch.random.fork_rng():
-            _zoo_teacher(protocol.teacher)
-        return factory(protocol)
-    return build
-
-
-register("CE + hint", _teacher_loaded_first(feature_method("hint", [FITNETS_PAIR], 100.0)),
+register("CE + hint", feature_method("hint", [FITNETS_PAIR], 100.0),
          baseline="student (CE)",
          change="adds the FitNets hint term (weight 100) on stage2 through a 1×1-conv regressor")
-register("CE + KD + hint", _teacher_loaded_first(feature_method("hint", [FITNETS_PAIR], 100.0, kd_weight=1.0)),
+register("CE + KD + hint", feature_method("hint", [FITNETS_PAIR], 100.0, kd_weight=1.0),
          baseline="CE + KD",
          change="adds the FitNets hint term (weight 100) on stage2 through a 1×1-conv regressor")
 
@@ -480,7 +467,7 @@ def fitnets_two_stage(pair: Tuple[str, str] = FITNETS_PAIR, kd_weight: float = 1
     return build
 
 
-register("FitNets (two-stage)", _teacher_loaded_first(fitnets_two_stage()), baseline="CE + KD",
+register("FitNets (two-stage)", fitnets_two_stage(), baseline="CE + KD",
          change="first trains stage1–2 and a 1×1-conv regressor on the stage2 hint alone for a quarter "
                 "of the epochs more (stage 1), then the same CE + KD", controlled=False)
 
@@ -583,7 +570,10 @@ def _memoized(teacher: nn.Module) -> _MemoizedTeacher:
 
 @functools.lru_cache(maxsize=2)
 def _zoo_teacher(name: str) -> nn.Module:
-    return zoo.load(name)
+    # building the network before its weights are loaded draws random numbers: loading must not move the
+    # seeded state, or a regressor built after it would depend on whether the teacher was loaded before
+    with torch.random.fork_rng():
+        return zoo.load(name)
 
 
 def run(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protocol] = None,
