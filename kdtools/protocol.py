@@ -341,10 +341,161 @@ def feature_method(loss: str, pairs: Sequence[Tuple[str, str]], weight: float, *
 # the middle stage, AT β = 1000 and NST 50 summed over the stages. Each lesson adds its variants in its block.
 
 # ---- FitNets (notebooks/03_feature/fitnets.ipynb)
-register("CE + hint", feature_method("hint", [("stage2", "stage2")], 100.0), baseline="student (CE)",
+#: (guided layer of the student, hint layer of the teacher): the middle stage's output, as in public code
+FITNETS_PAIR: Tuple[str, str] = ("stage2", "stage2")
+
+
+register("CE + hint", feature_method("hint", [FITNETS_PAIR], 100.0),
+         baseline="student (CE)",
          change="adds the FitNets hint term (weight 100) on stage2 through a 1×1-conv regressor")
-register("CE + KD + hint", feature_method("hint", [("stage2", "stage2")], 100.0, kd_weight=1.0), baseline="CE + KD",
+register("CE + KD + hint", feature_method("hint", [FITNETS_PAIR], 100.0, kd_weight=1.0),
+         baseline="CE + KD",
          change="adds the FitNets hint term (weight 100) on stage2 through a 1×1-conv regressor")
+
+
+def hint_stage_epochs(protocol: Protocol) -> int:
+    """The budget of FitNets' stage 1: a quarter of the protocol's epochs (10 of 40; 1 in smoke mode),
+    spent **on top of** the protocol's epochs."""
+    return max(1, protocol.epochs // 4)
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass at the guided layer: nothing after it is computed."""
+
+
+def forward_to(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tensor:
+    """The output of ``model``'s layer ``layer`` for ``images``, computing only the layers before it
+    (so a stage that trains the student up to the guided layer touches nothing after it)."""
+    modules = dict(model.named_modules())
+    if not layer or layer not in modules:
+        raise ValueError(f"layer must name a sub-module of {type(model).__name__}, got {layer!r}; "
+                         f"valid: {', '.join(name for name in modules if name)}")
+    captured = {}
+
+    def stop(module, inputs, output):
+        captured["output"] = output
+        raise _StopForward
+
+    handle = modules[layer].register_forward_hook(stop)
+    try:
+        model(images)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return captured["output"]
+
+
+@torch.no_grad()
+def _teacher_hints(teacher: nn.Module, layer: str, images: torch.Tensor, chunk: int = 250) -> torch.Tensor:
+    return torch.cat([extract(teacher, [layer], images[i:i + chunk])[layer] for i in range(0, len(images), chunk)])
+
+
+def hint_stage(student: nn.Module, teacher: nn.Module, train_loader: TensorLoader, *, guided: str, hint: str,
+               epochs: int, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
+               optimizer: str = "sgd", schedule: str = "cosine", held_out: Optional[torch.Tensor] = None,
+               regressor: Optional[nn.Module] = None) -> Dict[str, List[float]]:
+    r"""FitNets' stage 1 (Romero et al., 2015, Algorithm 1): train the student **up to the guided layer**
+    and a regressor on the hint loss alone, :math:`\min_{W_{guided}, W_r} \mathrm{mean}(r(v_g) - u_h)^2`.
+
+    The student's forward pass stops at ``guided`` (:func:`forward_to`): the layers after it, the head
+    included, get no gradient and stay as initialised; BatchNorm statistics after it are not touched.
+    ``regressor``: default a fresh :class:`~kdtools.losses.ConvRegressor` (1×1 conv + BN) from the guided
+    layer's channels to the hint layer's. The teacher's hints of the training images are computed once.
+    Returns per-epoch means ``{"train": [...]}`` of the hint loss, plus ``"held_out"`` (the hint loss on
+    ``held_out`` images, student and regressor in eval mode, after each epoch) when ``held_out`` is given.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    from .train import OPTIMIZERS, SCHEDULES
+
+    images = train_loader.data.images
+    teacher_hints = _teacher_hints(teacher, hint, images)
+    if regressor is None:
+        with torch.no_grad():
+            channels = forward_to(student, guided, images[:2]).shape[1]
+        regressor = ConvRegressor(channels, teacher_hints.shape[1])
+    held_out_hints = _teacher_hints(teacher, hint, held_out) if held_out is not None else None
+    params = [p for m in (student, regressor) for p in m.parameters() if p.requires_grad]
+    # parameters after the guided layer get no gradient, and SGD leaves a parameter without one unchanged
+    opt = OPTIMIZERS[optimizer](params, lr, weight_decay, momentum)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: SCHEDULES[schedule](e, epochs))
+    curves: Dict[str, List[float]] = {"train": []} if held_out is None else {"train": [], "held_out": []}
+    was_training = student.training
+    for _ in range(epochs):
+        student.train(), regressor.train()
+        total, seen = 0.0, 0
+        for batch_images, _labels, index in train_loader:
+            target = teacher_hints[index]
+            loss = hint_loss(regressor(forward_to(student, guided, batch_images), target.shape[-2:]), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, seen = total + loss.item() * len(index), seen + len(index)
+        sched.step()
+        curves["train"].append(total / seen)
+        if held_out is not None:
+            student.eval(), regressor.eval()
+            with torch.no_grad():
+                mapped = regressor(forward_to(student, guided, held_out), held_out_hints.shape[-2:])
+                curves["held_out"].append(hint_loss(mapped, held_out_hints).item())
+    student.train(was_training)
+    return curves
+
+
+def _unwrapped(teacher: nn.Module) -> nn.Module:
+    return teacher.teacher if isinstance(teacher, _MemoizedTeacher) else teacher
+
+
+def fitnets_two_stage(pair: Tuple[str, str] = FITNETS_PAIR, kd_weight: float = 1.0,
+                      temperature: float = TEMPERATURE) -> MethodFactory:
+    """FitNets as the paper trains it: stage 1 = :func:`hint_stage` on ``pair`` for
+    :func:`hint_stage_epochs` epochs (on top of the protocol's), then stage 2 = the whole student on
+    ``CE + kd_weight·KD`` for the protocol's epochs, the regressor discarded. The paper anneals the weight
+    λ of its KD term during stage 2; here it is constant, as in the controlled *CE + KD* arm."""
+    guided, hint = _check_pairs([pair])[0]
+
+    def pretrain(student, teacher, train_loader, protocol, seed):
+        return hint_stage(student, _unwrapped(teacher), train_loader, guided=guided, hint=hint,
+                          epochs=hint_stage_epochs(protocol), lr=protocol.lr, momentum=protocol.momentum,
+                          weight_decay=protocol.weight_decay, optimizer=protocol.optimizer,
+                          schedule=protocol.schedule)
+
+    def build(protocol: Protocol) -> Method:
+        return Method({"ce": (CE_WEIGHT, cross_entropy_term), "kd": (kd_weight, kd_part(temperature))},
+                      pretrain=pretrain)
+    return build
+
+
+register("FitNets (two-stage)", fitnets_two_stage(), baseline="CE + KD",
+         change="first trains stage1–2 and a 1×1-conv regressor on the stage2 hint alone for a quarter "
+                "of the epochs more (stage 1), then the same CE + KD", controlled=False)
+
+
+def _run_job(job):
+    method, seed, protocol = job
+    torch.set_num_threads(1)
+    history, student = run(method, seed, protocol, return_model=True)
+    return history, {name: tensor.cpu() for name, tensor in student.state_dict().items()}
+
+
+def run_jobs(jobs: Sequence[Tuple[str, int, Protocol]], workers: int = 2):
+    """``[(History, student state_dict)]`` for ``(arm, seed, protocol)`` jobs, in the jobs' order, run in
+    ``workers`` processes (one thread each; ``workers=1`` runs them here). Every run seeds itself, so
+    the results do not depend on ``workers``. Arms must be registered by name (the workers import
+    :mod:`kdtools` afresh)."""
+    jobs = [tuple(job) for job in jobs]
+    for method, _, _ in jobs:
+        _factory(method)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers == 1 or len(jobs) < 2:
+        return [_run_job(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_run_job, jobs))
 # ---- end of FitNets
 
 
@@ -538,7 +689,10 @@ def _memoized(teacher: nn.Module) -> _MemoizedTeacher:
 
 @functools.lru_cache(maxsize=2)
 def _zoo_teacher(name: str) -> nn.Module:
-    return zoo.load(name)
+    # building the network before its weights are loaded draws random numbers: loading must not move the
+    # seeded state, or a regressor built after it would depend on whether the teacher was loaded before
+    with torch.random.fork_rng():
+        return zoo.load(name)
 
 
 def run(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protocol] = None,
