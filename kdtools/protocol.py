@@ -536,6 +536,23 @@ def nst_method(weight: float, kernel: str = "poly", *, kd_weight: float = 0.0,
     return build
 
 
+@dataclass(frozen=True)
+class NSTArm:
+    """A picklable NST arm, ``CE + weight·Σ NST(kernel)`` (+ ``kd_weight``·KD) on :data:`STAGE_PAIRS`:
+    calling it builds :func:`nst_method`'s Method, so it can be handed to :func:`run_jobs`' worker
+    processes, which see only registered names and picklable callables."""
+
+    weight: float
+    kernel: str = "poly"
+    kd_weight: float = 0.0
+
+    def __post_init__(self):
+        _checks.check_choice(self.kernel, "kernel", _NST_KERNELS)
+
+    def __call__(self, protocol: Protocol) -> Method:
+        return nst_method(self.weight, self.kernel, kd_weight=self.kd_weight)(protocol)
+
+
 def nst_term(pairs: Sequence[Tuple[str, str]], kernel: str = "poly"):
     """``Σ_pairs nst_loss(F^s, F^t, kernel)`` with the teacher-only parts cached per training example.
 
@@ -625,6 +642,31 @@ def run_validation(method: Union[str, MethodFactory], seed: int, protocol: Optio
                optimizer=protocol.optimizer, lr=protocol.lr, momentum=protocol.momentum,
                weight_decay=protocol.weight_decay, schedule=protocol.schedule,
                cache_teacher_logits=spec.uses_teacher, seed=seed, progress=False)
+
+
+def _validation_job(job):
+    method, seed, protocol = job
+    torch.set_num_threads(1)
+    return run_validation(method, seed, protocol)
+
+
+def run_validation_jobs(jobs: Sequence[Tuple[Union[str, MethodFactory], int, Protocol]], workers: int = 2
+                        ) -> List[History]:
+    """:func:`run_validation` for ``(arm, seed, protocol)`` jobs, in the jobs' order, in ``workers``
+    processes (one thread each), like :func:`run_jobs`; arms are registered names or picklable callables
+    such as :class:`NSTArm`. Every run seeds itself, so the results do not depend on ``workers``."""
+    jobs = [tuple(job) for job in jobs]
+    for method, _, _ in jobs:
+        _factory(method)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers == 1 or len(jobs) < 2:
+        return [_validation_job(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_validation_job, jobs))
 
 
 register("CE + NST", nst_method(NST_AUTHORS_WEIGHT), baseline="student (CE)",

@@ -126,3 +126,20 @@ def test_nst_term_with_cached_teacher_parts_equals_nst_loss(kernel):
 def test_nst_arms_validate_the_kernel_early():
     with pytest.raises(ValueError, match="kernel"):
         protocol.nst_method(1.0, "cubic")
+
+
+def test_nst_arm_is_picklable_and_runs_in_worker_processes():
+    import pickle
+
+    arm = protocol.NSTArm(0.5, "linear", kd_weight=1.0)
+    assert pickle.loads(pickle.dumps(arm)) == arm
+    method = arm(TINY)
+    assert set(method.terms) == {"ce", "nst", "kd"} and method.terms["nst"][0] == 0.5
+    with pytest.raises(ValueError, match="kernel"):
+        protocol.NSTArm(1.0, "cubic")
+    jobs = [(arm, 0, TINY), ("student (CE)", 1, TINY)]
+    here = protocol.run_validation_jobs(jobs, workers=1)
+    there = protocol.run_validation_jobs(jobs, workers=2)
+    assert [h.test_acc for h in here] == [h.test_acc for h in there]
+    assert [h.test_acc for h, _ in protocol.run_jobs(jobs, workers=2)] == \
+        [protocol.run(m, seed, TINY).test_acc for m, seed, _ in jobs]
