@@ -157,3 +157,47 @@ def expected_calibration_error(probs_or_logits, labels, n_bins: int = 15, logits
     (at this binning); a model that is always 100 % confident and right half the time has ECE 0.5.
     """
     return reliability_curve(probs_or_logits, labels, n_bins, logits).ece
+
+
+# --------------------------------------------------------------------------- similarity of representations
+def linear_cka(features_x, features_y) -> float:
+    r"""Linear centered kernel alignment (Kornblith et al., 2019, *Similarity of neural network
+    representations revisited*) between two representations of the same :math:`n` examples.
+
+    Each input is ``[n, ...]`` (a feature map ``[n, C, H, W]`` is flattened to ``[n, C·H·W]``); with
+    :math:`X` and :math:`Y` centred over the examples,
+
+    .. math::
+        \mathrm{CKA}(X, Y) = \frac{\|Y^\top X\|_F^2}{\|X^\top X\|_F\,\|Y^\top Y\|_F} \in [0, 1].
+
+    It is 1 for identical representations, invariant to rotations and isotropic scaling of either, and the
+    two may have different widths. It is **not** invariant to an arbitrary invertible linear map, so a
+    representation and its image under a regressor generally differ. Computed in float64.
+    """
+    x, y = (_as_feature_matrix(v, name) for v, name in ((features_x, "features_x"), (features_y, "features_y")))
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"features_x and features_y must describe the same examples, got {x.shape[0]} and "
+                         f"{y.shape[0]} rows (shapes {tuple(x.shape)} and {tuple(y.shape)})")
+    x, y = x - x.mean(0, keepdim=True), y - y.mean(0, keepdim=True)
+    denominator = _self_similarity(x) * _self_similarity(y)
+    if not denominator > 0:
+        raise ValueError("features_x or features_y is constant over the examples: CKA is undefined")
+    return float(torch.linalg.matrix_norm(y.T @ x) ** 2 / denominator)
+
+
+def _self_similarity(x: torch.Tensor) -> torch.Tensor:
+    # ‖XᵀX‖_F = ‖XXᵀ‖_F: build the smaller of the two Gram matrices (wide feature maps, few examples)
+    return torch.linalg.matrix_norm(x.T @ x if x.shape[1] <= x.shape[0] else x @ x.T)
+
+
+def _as_feature_matrix(values, name: str) -> torch.Tensor:
+    tensor = torch.as_tensor(np.asarray(values) if not isinstance(values, torch.Tensor) else values.detach())
+    if tensor.dim() < 2 or tensor.shape[0] < 2:
+        raise ValueError(f"{name} must have shape [n, ...] with n >= 2 examples, got shape {tuple(tensor.shape)}")
+    tensor = tensor.cpu().double().flatten(1)
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} contains nan or inf values")
+    return tensor
+
+
+__all__ += ["linear_cka"]

@@ -341,10 +341,161 @@ def feature_method(loss: str, pairs: Sequence[Tuple[str, str]], weight: float, *
 # the middle stage, AT β = 1000 and NST 50 summed over the stages. Each lesson adds its variants in its block.
 
 # ---- FitNets (notebooks/03_feature/fitnets.ipynb)
-register("CE + hint", feature_method("hint", [("stage2", "stage2")], 100.0), baseline="student (CE)",
+#: (guided layer of the student, hint layer of the teacher): the middle stage's output, as in public code
+FITNETS_PAIR: Tuple[str, str] = ("stage2", "stage2")
+
+
+register("CE + hint", feature_method("hint", [FITNETS_PAIR], 100.0),
+         baseline="student (CE)",
          change="adds the FitNets hint term (weight 100) on stage2 through a 1×1-conv regressor")
-register("CE + KD + hint", feature_method("hint", [("stage2", "stage2")], 100.0, kd_weight=1.0), baseline="CE + KD",
+register("CE + KD + hint", feature_method("hint", [FITNETS_PAIR], 100.0, kd_weight=1.0),
+         baseline="CE + KD",
          change="adds the FitNets hint term (weight 100) on stage2 through a 1×1-conv regressor")
+
+
+def hint_stage_epochs(protocol: Protocol) -> int:
+    """The budget of FitNets' stage 1: a quarter of the protocol's epochs (10 of 40; 1 in smoke mode),
+    spent **on top of** the protocol's epochs."""
+    return max(1, protocol.epochs // 4)
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass at the guided layer: nothing after it is computed."""
+
+
+def forward_to(model: nn.Module, layer: str, images: torch.Tensor) -> torch.Tensor:
+    """The output of ``model``'s layer ``layer`` for ``images``, computing only the layers before it
+    (so a stage that trains the student up to the guided layer touches nothing after it)."""
+    modules = dict(model.named_modules())
+    if not layer or layer not in modules:
+        raise ValueError(f"layer must name a sub-module of {type(model).__name__}, got {layer!r}; "
+                         f"valid: {', '.join(name for name in modules if name)}")
+    captured = {}
+
+    def stop(module, inputs, output):
+        captured["output"] = output
+        raise _StopForward
+
+    handle = modules[layer].register_forward_hook(stop)
+    try:
+        model(images)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return captured["output"]
+
+
+@torch.no_grad()
+def _teacher_hints(teacher: nn.Module, layer: str, images: torch.Tensor, chunk: int = 250) -> torch.Tensor:
+    return torch.cat([extract(teacher, [layer], images[i:i + chunk])[layer] for i in range(0, len(images), chunk)])
+
+
+def hint_stage(student: nn.Module, teacher: nn.Module, train_loader: TensorLoader, *, guided: str, hint: str,
+               epochs: int, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
+               optimizer: str = "sgd", schedule: str = "cosine", held_out: Optional[torch.Tensor] = None,
+               regressor: Optional[nn.Module] = None) -> Dict[str, List[float]]:
+    r"""FitNets' stage 1 (Romero et al., 2015, Algorithm 1): train the student **up to the guided layer**
+    and a regressor on the hint loss alone, :math:`\min_{W_{guided}, W_r} \mathrm{mean}(r(v_g) - u_h)^2`.
+
+    The student's forward pass stops at ``guided`` (:func:`forward_to`): the layers after it, the head
+    included, get no gradient and stay as initialised; BatchNorm statistics after it are not touched.
+    ``regressor``: default a fresh :class:`~kdtools.losses.ConvRegressor` (1×1 conv + BN) from the guided
+    layer's channels to the hint layer's. The teacher's hints of the training images are computed once.
+    Returns per-epoch means ``{"train": [...]}`` of the hint loss, plus ``"held_out"`` (the hint loss on
+    ``held_out`` images, student and regressor in eval mode, after each epoch) when ``held_out`` is given.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    from .train import OPTIMIZERS, SCHEDULES
+
+    images = train_loader.data.images
+    teacher_hints = _teacher_hints(teacher, hint, images)
+    if regressor is None:
+        with torch.no_grad():
+            channels = forward_to(student, guided, images[:2]).shape[1]
+        regressor = ConvRegressor(channels, teacher_hints.shape[1])
+    held_out_hints = _teacher_hints(teacher, hint, held_out) if held_out is not None else None
+    params = [p for m in (student, regressor) for p in m.parameters() if p.requires_grad]
+    # parameters after the guided layer get no gradient, and SGD leaves a parameter without one unchanged
+    opt = OPTIMIZERS[optimizer](params, lr, weight_decay, momentum)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: SCHEDULES[schedule](e, epochs))
+    curves: Dict[str, List[float]] = {"train": []} if held_out is None else {"train": [], "held_out": []}
+    was_training = student.training
+    for _ in range(epochs):
+        student.train(), regressor.train()
+        total, seen = 0.0, 0
+        for batch_images, _labels, index in train_loader:
+            target = teacher_hints[index]
+            loss = hint_loss(regressor(forward_to(student, guided, batch_images), target.shape[-2:]), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, seen = total + loss.item() * len(index), seen + len(index)
+        sched.step()
+        curves["train"].append(total / seen)
+        if held_out is not None:
+            student.eval(), regressor.eval()
+            with torch.no_grad():
+                mapped = regressor(forward_to(student, guided, held_out), held_out_hints.shape[-2:])
+                curves["held_out"].append(hint_loss(mapped, held_out_hints).item())
+    student.train(was_training)
+    return curves
+
+
+def _unwrapped(teacher: nn.Module) -> nn.Module:
+    return teacher.teacher if isinstance(teacher, _MemoizedTeacher) else teacher
+
+
+def fitnets_two_stage(pair: Tuple[str, str] = FITNETS_PAIR, kd_weight: float = 1.0,
+                      temperature: float = TEMPERATURE) -> MethodFactory:
+    """FitNets as the paper trains it: stage 1 = :func:`hint_stage` on ``pair`` for
+    :func:`hint_stage_epochs` epochs (on top of the protocol's), then stage 2 = the whole student on
+    ``CE + kd_weight·KD`` for the protocol's epochs, the regressor discarded. The paper anneals the weight
+    λ of its KD term during stage 2; here it is constant, as in the controlled *CE + KD* arm."""
+    guided, hint = _check_pairs([pair])[0]
+
+    def pretrain(student, teacher, train_loader, protocol, seed):
+        return hint_stage(student, _unwrapped(teacher), train_loader, guided=guided, hint=hint,
+                          epochs=hint_stage_epochs(protocol), lr=protocol.lr, momentum=protocol.momentum,
+                          weight_decay=protocol.weight_decay, optimizer=protocol.optimizer,
+                          schedule=protocol.schedule)
+
+    def build(protocol: Protocol) -> Method:
+        return Method({"ce": (CE_WEIGHT, cross_entropy_term), "kd": (kd_weight, kd_part(temperature))},
+                      pretrain=pretrain)
+    return build
+
+
+register("FitNets (two-stage)", fitnets_two_stage(), baseline="CE + KD",
+         change="first trains stage1–2 and a 1×1-conv regressor on the stage2 hint alone for a quarter "
+                "of the epochs more (stage 1), then the same CE + KD", controlled=False)
+
+
+def _run_job(job):
+    method, seed, protocol = job
+    torch.set_num_threads(1)
+    history, student = run(method, seed, protocol, return_model=True)
+    return history, {name: tensor.cpu() for name, tensor in student.state_dict().items()}
+
+
+def run_jobs(jobs: Sequence[Tuple[str, int, Protocol]], workers: int = 2):
+    """``[(History, student state_dict)]`` for ``(arm, seed, protocol)`` jobs, in the jobs' order, run in
+    ``workers`` processes (one thread each; ``workers=1`` runs them here). Every run seeds itself, so
+    the results do not depend on ``workers``. Arms must be registered by name (the workers import
+    :mod:`kdtools` afresh)."""
+    jobs = [tuple(job) for job in jobs]
+    for method, _, _ in jobs:
+        _factory(method)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers == 1 or len(jobs) < 2:
+        return [_run_job(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_run_job, jobs))
 # ---- end of FitNets
 
 
@@ -493,10 +644,171 @@ register(f"CE + KD + AT, λ_AT = {AT_VALIDATED_WEIGHT:g}",
 
 
 # ---- Neuron selectivity transfer (notebooks/03_feature/neuron_selectivity_transfer.ipynb)
-register("CE + NST", feature_method("nst", STAGE_PAIRS, 50.0), baseline="student (CE)",
-         change="adds NST (polynomial kernel, weight 50) on the three stages")
-register("CE + KD + NST", feature_method("nst", STAGE_PAIRS, 50.0, kd_weight=1.0), baseline="CE + KD",
-         change="adds NST (polynomial kernel, weight 50) on the three stages")
+from .losses import NST_KERNELS as _NST_KERNELS  # noqa: E402  (this block's imports stay in this block)
+from .losses.feature import _mean_squared_pair_distance as _nst_bandwidth  # noqa: E402
+
+#: the authors' NST weight (RepDistiller ``-b 50``, mdistiller ``NST.LOSS.FEAT_WEIGHT = 50``, CIFAR-100)
+NST_AUTHORS_WEIGHT = 50.0
+
+
+def nst_method(weight: float, kernel: str = "poly", *, kd_weight: float = 0.0,
+               pairs: Sequence[Tuple[str, str]] = STAGE_PAIRS) -> MethodFactory:
+    """``CE + weight·Σ_pairs NST(kernel)`` (+ ``kd_weight``·KD): a controlled NST arm, for sweeps.
+
+    Same objective and same gradients as ``feature_method("nst", pairs, weight, kernel=kernel)``, but the
+    teacher-only parts of :func:`~kdtools.losses.nst_loss` (its teacher–teacher kernel mean and, for the
+    Gaussian kernel, the bandwidth) are computed once per training image and looked up afterwards
+    (:func:`nst_term`): they carry no gradient, and on the protocol's stage-3 maps they cost more than the
+    rest of the step."""
+    _checks.check_choice(kernel, "kernel", _NST_KERNELS)
+    pairs = _check_pairs(pairs)
+
+    def build(protocol: Protocol) -> Method:
+        terms = {"ce": (CE_WEIGHT, cross_entropy_term), "nst": (weight, nst_term(pairs, kernel))}
+        if kd_weight:
+            terms["kd"] = (kd_weight, kd_part())
+        return Method(terms, student_layers=tuple(dict.fromkeys(s for s, _ in pairs)),
+                      teacher_layers=tuple(dict.fromkeys(t for _, t in pairs)))
+    return build
+
+
+@dataclass(frozen=True)
+class NSTArm:
+    """A picklable NST arm, ``CE + weight·Σ NST(kernel)`` (+ ``kd_weight``·KD) on :data:`STAGE_PAIRS`:
+    calling it builds :func:`nst_method`'s Method, so it can be handed to :func:`run_jobs`' worker
+    processes, which see only registered names and picklable callables."""
+
+    weight: float
+    kernel: str = "poly"
+    kd_weight: float = 0.0
+
+    def __post_init__(self):
+        _checks.check_choice(self.kernel, "kernel", _NST_KERNELS)
+
+    def __call__(self, protocol: Protocol) -> Method:
+        return nst_method(self.weight, self.kernel, kd_weight=self.kd_weight)(protocol)
+
+
+def nst_term(pairs: Sequence[Tuple[str, str]], kernel: str = "poly"):
+    """``Σ_pairs nst_loss(F^s, F^t, kernel)`` with the teacher-only parts cached per training example.
+
+    Valid when the teacher's features of an example never change during a run: a frozen teacher on
+    un-augmented images, which is what :func:`run` trains with (``fit`` caches the teacher's features by
+    example index on the same assumption). The cache belongs to this term, so build a new term per run.
+    Pairs whose spatial sizes differ are computed by :func:`~kdtools.losses.nst_loss` itself."""
+    _checks.check_choice(kernel, "kernel", _NST_KERNELS)
+    pairs = _check_pairs(pairs)
+    k = _NST_KERNELS[kernel]
+    caches: Dict[Tuple[str, str], Dict[str, torch.Tensor]] = {}
+
+    def teacher_parts(pair, unit_t: torch.Tensor, index: torch.Tensor):
+        """Per example: the mean of k(t_j, t_j') and the Gaussian bandwidth (1.0 for the other kernels)."""
+        cache = caches.setdefault(pair, {})
+        if "tt" not in cache:
+            cache["tt"] = torch.full((int(index.max()) + 1,), float("nan"), dtype=unit_t.dtype)
+            cache["sigma2"] = torch.ones_like(cache["tt"])
+        if int(index.max()) >= len(cache["tt"]):
+            grow = int(index.max()) + 1 - len(cache["tt"])
+            cache["tt"] = torch.cat([cache["tt"], torch.full((grow,), float("nan"), dtype=unit_t.dtype)])
+            cache["sigma2"] = torch.cat([cache["sigma2"], torch.ones(grow, dtype=unit_t.dtype)])
+        index_cpu = index.cpu()
+        missing = torch.isnan(cache["tt"][index_cpu])
+        if missing.any():
+            with torch.no_grad():
+                new_t = unit_t[missing.to(unit_t.device)]
+                sigma2 = _nst_bandwidth(new_t) if kernel == "gaussian" else None
+                cache["tt"][index_cpu[missing]] = k(new_t, new_t, sigma2).mean(dim=(1, 2)).cpu()
+                if sigma2 is not None:
+                    cache["sigma2"][index_cpu[missing]] = sigma2.flatten().cpu()
+        tt = cache["tt"][index_cpu].to(unit_t.device)
+        sigma2 = cache["sigma2"][index_cpu].to(unit_t.device).view(-1, 1, 1) if kernel == "gaussian" else None
+        return tt, sigma2
+
+    def term(step: Step) -> torch.Tensor:
+        total = 0.0
+        for pair in pairs:
+            student_feat, teacher_feat = step.student_features[pair[0]], step.teacher_features[pair[1]]
+            if student_feat.shape[-2:] != teacher_feat.shape[-2:]:
+                total = total + nst_loss(student_feat, teacher_feat, kernel=kernel)
+                continue
+            unit_s = torch.nn.functional.normalize(student_feat.flatten(2), dim=2)
+            unit_t = torch.nn.functional.normalize(teacher_feat.detach().flatten(2), dim=2)
+            tt, sigma2 = teacher_parts(pair, unit_t, step.index)
+            total = total + tt.mean() + k(unit_s, unit_s, sigma2).mean() - 2 * k(unit_s, unit_t, sigma2).mean()
+        return total
+    return term
+
+
+def validation_split(protocol: Protocol, val_per_class: Optional[int] = None) -> Tuple["TensorData", "TensorData"]:
+    """The protocol's training subset split into (fit, validation): ``val_per_class`` images of each class
+    (default: a fifth of ``train_per_class``, at least 1) are held out, stratified and fixed by
+    ``data_seed``. The test set is not touched."""
+    if val_per_class is None:
+        val_per_class = max(1, protocol.train_per_class // 5)
+    _checks.check_positive_int(val_per_class, "val_per_class")
+    if val_per_class >= protocol.train_per_class:
+        raise ValueError(f"val_per_class must be < train_per_class = {protocol.train_per_class}, "
+                         f"got {val_per_class}")
+    train, _ = _protocol_data(protocol.train_per_class, protocol.data_seed, protocol.test_per_class)
+    held_out = stratified_subset(train.labels, per_class=val_per_class, seed=protocol.data_seed + 1)
+    kept = torch.ones(len(train), dtype=torch.bool)
+    kept[held_out] = False
+    return train.subset(torch.nonzero(kept).flatten()), train.subset(held_out)
+
+
+def run_validation(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protocol] = None,
+                   val_per_class: Optional[int] = None, teacher: Optional[nn.Module] = None) -> History:
+    """Like :func:`run`, but trains on the training subset minus a held-out validation part
+    (:func:`validation_split`) and reports accuracy on that part in ``History.test_acc``: for choosing
+    hyper-parameters without looking at the test set. Same optimiser, schedule and number of epochs."""
+    protocol = protocol or active_protocol()
+    factory = _factory(method)
+    fit_data, validation = validation_split(protocol, val_per_class)
+    seed_everything(seed)
+    student = build_model(protocol.student)
+    spec = factory(protocol)
+    if spec.pretrain is not None:
+        raise ValueError("run_validation does not support two-stage methods (Method.pretrain)")
+    if spec.uses_teacher and teacher is None:
+        teacher = _zoo_teacher(protocol.teacher)
+    return fit(student, TensorLoader(fit_data, protocol.batch_size, shuffle=True, seed=seed),
+               TensorLoader(validation, 1000), epochs=protocol.epochs, terms=spec.terms,
+               teacher=teacher if spec.uses_teacher else None, student_layers=spec.student_layers,
+               teacher_layers=spec.teacher_layers, extra_modules=spec.extra_modules,
+               optimizer=protocol.optimizer, lr=protocol.lr, momentum=protocol.momentum,
+               weight_decay=protocol.weight_decay, schedule=protocol.schedule,
+               cache_teacher_logits=spec.uses_teacher, seed=seed, progress=False)
+
+
+def _validation_job(job):
+    method, seed, protocol = job
+    torch.set_num_threads(1)
+    return run_validation(method, seed, protocol)
+
+
+def run_validation_jobs(jobs: Sequence[Tuple[Union[str, MethodFactory], int, Protocol]], workers: int = 2
+                        ) -> List[History]:
+    """:func:`run_validation` for ``(arm, seed, protocol)`` jobs, in the jobs' order, in ``workers``
+    processes (one thread each), like :func:`run_jobs`; arms are registered names or picklable callables
+    such as :class:`NSTArm`. Every run seeds itself, so the results do not depend on ``workers``."""
+    jobs = [tuple(job) for job in jobs]
+    for method, _, _ in jobs:
+        _factory(method)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers == 1 or len(jobs) < 2:
+        return [_validation_job(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_validation_job, jobs))
+
+
+register("CE + NST", nst_method(NST_AUTHORS_WEIGHT), baseline="student (CE)",
+         change="adds NST (polynomial kernel, the authors' weight 50) on the three stages")
+register("CE + KD + NST", nst_method(NST_AUTHORS_WEIGHT, kd_weight=1.0), baseline="CE + KD",
+         change="adds NST (polynomial kernel, the authors' weight 50) on the three stages")
 # ---- end of neuron selectivity transfer
 
 
@@ -555,7 +867,10 @@ def _memoized(teacher: nn.Module) -> _MemoizedTeacher:
 
 @functools.lru_cache(maxsize=2)
 def _zoo_teacher(name: str) -> nn.Module:
-    return zoo.load(name)
+    # building the network before its weights are loaded draws random numbers: loading must not move the
+    # seeded state, or a regressor built after it would depend on whether the teacher was loaded before
+    with torch.random.fork_rng():
+        return zoo.load(name)
 
 
 def run(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protocol] = None,

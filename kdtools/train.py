@@ -100,17 +100,23 @@ def _move(batch, device):
     return tuple(t.to(device, non_blocking=True) for t in batch)
 
 
-#: evaluation runs the network on chunks of this many images: on a CPU, chunks of 64 keep a conv net's
+#: evaluation runs a convolutional network on chunks of this many images: on a CPU, chunks of 64 keep its
 #: activations in cache and run the 10,000 test images through the course's CNN teacher twice as fast as
-#: chunks of 1,000, with identical outputs (BatchNorm is in eval mode, so no output depends on the chunk)
+#: chunks of 1,000, with identical outputs (BatchNorm is in eval mode, so no output depends on the chunk).
+#: MLPs are faster on whole batches (one large matrix product), so they are not chunked.
 EVAL_CHUNK = 64
 
 
 def forward_in_chunks(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """``model(images)`` computed :data:`EVAL_CHUNK` images at a time (the model should be in eval mode)."""
-    if images.device.type != "cpu" or images.shape[0] <= EVAL_CHUNK:
+    """``model(images)``, computed :data:`EVAL_CHUNK` images at a time on a CPU when ``model`` has a
+    convolution (the model should be in eval mode)."""
+    if images.device.type != "cpu" or images.shape[0] <= EVAL_CHUNK or not _has_conv(model):
         return model(images)
     return torch.cat([model(chunk) for chunk in images.split(EVAL_CHUNK)])
+
+
+def _has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
 
 
 @torch.no_grad()
@@ -331,8 +337,9 @@ def _teacher_cache(teacher, train_loader, teacher_layers, device) -> Tuple[torch
         raise ValueError("cache_teacher_logits=True needs a kdtools TensorLoader (it indexes examples)")
     logits, features = [], {name: [] for name in teacher_layers}
     with FeatureExtractor(teacher, teacher_layers, detach=True) if teacher_layers else contextlib.nullcontext({}) as hooks:
-        for i in range(0, len(data), EVAL_CHUNK):  # one chunk per forward: the hooks keep the last one's features
-            logits.append(teacher(data.images[i:i + EVAL_CHUNK].to(device)))
+        chunk = EVAL_CHUNK if _has_conv(teacher) else 1000  # one chunk per forward: hooks keep the last one's output
+        for i in range(0, len(data), chunk):
+            logits.append(teacher(data.images[i:i + chunk].to(device)))
             for name in teacher_layers:
                 features[name].append(hooks[name])
     return torch.cat(logits), {name: torch.cat(chunks) for name, chunks in features.items()}
