@@ -310,8 +310,35 @@ def feature_term(loss: str, pairs: Sequence[Tuple[str, str]], regressors: Option
     return term
 
 
+@dataclass(frozen=True)
+class FeatureArm:
+    """A controlled feature-based arm (see :func:`feature_method`); a plain value, so it can be sent to the
+    worker processes of :func:`run_jobs`."""
+
+    loss: str
+    pairs: Tuple[Tuple[str, str], ...]
+    weight: float
+    kd_weight: float = 0.0
+    temperature: float = TEMPERATURE
+    options: Tuple[Tuple[str, object], ...] = ()
+
+    def __call__(self, protocol: Protocol) -> Method:
+        pairs, regressors = self.pairs, None
+        if self.loss == "hint":
+            student_shapes = _architecture_shapes(protocol.student, [s for s, _ in pairs])
+            teacher_shapes = layer_shapes(_zoo_teacher(protocol.teacher), [t for _, t in pairs])
+            regressors = nn.ModuleList(ConvRegressor(student_shapes[s][0], teacher_shapes[t][0]) for s, t in pairs)
+        terms = {"ce": (CE_WEIGHT, cross_entropy_term),
+                 self.loss: (self.weight, feature_term(self.loss, pairs, regressors, **dict(self.options)))}
+        if self.kd_weight:
+            terms["kd"] = (self.kd_weight, kd_part(self.temperature))
+        return Method(terms, student_layers=tuple(dict.fromkeys(s for s, _ in pairs)),
+                      teacher_layers=tuple(dict.fromkeys(t for _, t in pairs)),
+                      extra_modules=(regressors,) if regressors is not None else ())
+
+
 def feature_method(loss: str, pairs: Sequence[Tuple[str, str]], weight: float, *, kd_weight: float = 0.0,
-                   temperature: float = TEMPERATURE, **options) -> MethodFactory:
+                   temperature: float = TEMPERATURE, **options) -> FeatureArm:
     """A controlled feature-based arm: ``CE + weight·Σ_pairs loss`` (+ ``kd_weight``·KD at ``temperature``).
 
     loss: ``"hint"`` (FitNets; each pair gets a trainable 1×1-conv :class:`~kdtools.losses.ConvRegressor`
@@ -320,21 +347,7 @@ def feature_method(loss: str, pairs: Sequence[Tuple[str, str]], weight: float, *
     names for :mod:`kdtools.features` hooks, e.g. :data:`STAGE_PAIRS`.
     """
     _checks.check_choice(loss, "loss", FEATURE_LOSSES)
-    pairs = _check_pairs(pairs)
-
-    def build(protocol: Protocol) -> Method:
-        regressors = None
-        if loss == "hint":
-            student_shapes = _architecture_shapes(protocol.student, [s for s, _ in pairs])
-            teacher_shapes = layer_shapes(_zoo_teacher(protocol.teacher), [t for _, t in pairs])
-            regressors = nn.ModuleList(ConvRegressor(student_shapes[s][0], teacher_shapes[t][0]) for s, t in pairs)
-        terms = {"ce": (CE_WEIGHT, cross_entropy_term), loss: (weight, feature_term(loss, pairs, regressors, **options))}
-        if kd_weight:
-            terms["kd"] = (kd_weight, kd_part(temperature))
-        return Method(terms, student_layers=tuple(dict.fromkeys(s for s, _ in pairs)),
-                      teacher_layers=tuple(dict.fromkeys(t for _, t in pairs)),
-                      extra_modules=(regressors,) if regressors is not None else ())
-    return build
+    return FeatureArm(loss, _check_pairs(pairs), weight, kd_weight, temperature, tuple(sorted(options.items())))
 
 
 # Controlled arms with the authors' loss weights (RepDistiller / mdistiller on CIFAR-100): FitNets β = 100 on
@@ -472,30 +485,6 @@ register("FitNets (two-stage)", fitnets_two_stage(), baseline="CE + KD",
                 "of the epochs more (stage 1), then the same CE + KD", controlled=False)
 
 
-def _run_job(job):
-    method, seed, protocol = job
-    torch.set_num_threads(1)
-    history, student = run(method, seed, protocol, return_model=True)
-    return history, {name: tensor.cpu() for name, tensor in student.state_dict().items()}
-
-
-def run_jobs(jobs: Sequence[Tuple[str, int, Protocol]], workers: int = 2):
-    """``[(History, student state_dict)]`` for ``(arm, seed, protocol)`` jobs, in the jobs' order, run in
-    ``workers`` processes (one thread each; ``workers=1`` runs them here). Every run seeds itself, so
-    the results do not depend on ``workers``. Arms must be registered by name (the workers import
-    :mod:`kdtools` afresh)."""
-    jobs = [tuple(job) for job in jobs]
-    for method, _, _ in jobs:
-        _factory(method)
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    if workers == 1 or len(jobs) < 2:
-        return [_run_job(job) for job in jobs]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_run_job, jobs))
 # ---- end of FitNets
 
 
@@ -584,45 +573,6 @@ def term_gradient_norms(student: nn.Module, teacher: nn.Module, images: torch.Te
     finally:
         student.load_state_dict(state)
         student.train(was_training)
-
-
-def held_out_split(protocol: Protocol, val_per_class: Optional[int] = None):
-    """The protocol's training subset split into (fit, validation) ``TensorData``: ``val_per_class`` images of
-    each class (default a fifth of ``train_per_class``, at least 1) held out, stratified, fixed by
-    ``data_seed``. The test set is not touched."""
-    if val_per_class is None:
-        val_per_class = max(1, protocol.train_per_class // 5)
-    _checks.check_positive_int(val_per_class, "val_per_class")
-    if val_per_class >= protocol.train_per_class:
-        raise ValueError(f"val_per_class must be < train_per_class = {protocol.train_per_class}, got {val_per_class}")
-    train, _ = _protocol_data(protocol.train_per_class, protocol.data_seed, protocol.test_per_class)
-    held_out = stratified_subset(train.labels, per_class=val_per_class, seed=protocol.data_seed + 1)
-    kept = torch.ones(len(train), dtype=torch.bool)
-    kept[held_out] = False
-    return train.subset(torch.nonzero(kept).flatten()), train.subset(held_out)
-
-
-def run_held_out(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protocol] = None,
-                 val_per_class: Optional[int] = None, teacher: Optional[nn.Module] = None) -> History:
-    """:func:`run` on the fit part of :func:`held_out_split`, with ``History.test_acc`` measured on the
-    validation part: for choosing a hyper-parameter without the test set. Same optimiser and budget."""
-    protocol = protocol or active_protocol()
-    factory = _factory(method)
-    fit_data, validation = held_out_split(protocol, val_per_class)
-    seed_everything(seed)
-    student = build_model(protocol.student)
-    spec = factory(protocol)
-    if spec.pretrain is not None:
-        raise ValueError("run_held_out does not support two-stage methods (Method.pretrain)")
-    if spec.uses_teacher and teacher is None:
-        teacher = _zoo_teacher(protocol.teacher)
-    return fit(student, TensorLoader(fit_data, protocol.batch_size, shuffle=True, seed=seed),
-               TensorLoader(validation, 1000), epochs=protocol.epochs, terms=spec.terms,
-               teacher=teacher if spec.uses_teacher else None, student_layers=spec.student_layers,
-               teacher_layers=spec.teacher_layers, extra_modules=spec.extra_modules,
-               optimizer=protocol.optimizer, lr=protocol.lr, momentum=protocol.momentum,
-               weight_decay=protocol.weight_decay, schedule=protocol.schedule,
-               cache_teacher_logits=spec.uses_teacher, seed=seed, progress=False)
 
 
 register("CE + AT", feature_method("at", STAGE_PAIRS, AT_AUTHORS_WEIGHT), baseline="student (CE)",
@@ -739,72 +689,6 @@ def nst_term(pairs: Sequence[Tuple[str, str]], kernel: str = "poly"):
     return term
 
 
-def validation_split(protocol: Protocol, val_per_class: Optional[int] = None) -> Tuple["TensorData", "TensorData"]:
-    """The protocol's training subset split into (fit, validation): ``val_per_class`` images of each class
-    (default: a fifth of ``train_per_class``, at least 1) are held out, stratified and fixed by
-    ``data_seed``. The test set is not touched."""
-    if val_per_class is None:
-        val_per_class = max(1, protocol.train_per_class // 5)
-    _checks.check_positive_int(val_per_class, "val_per_class")
-    if val_per_class >= protocol.train_per_class:
-        raise ValueError(f"val_per_class must be < train_per_class = {protocol.train_per_class}, "
-                         f"got {val_per_class}")
-    train, _ = _protocol_data(protocol.train_per_class, protocol.data_seed, protocol.test_per_class)
-    held_out = stratified_subset(train.labels, per_class=val_per_class, seed=protocol.data_seed + 1)
-    kept = torch.ones(len(train), dtype=torch.bool)
-    kept[held_out] = False
-    return train.subset(torch.nonzero(kept).flatten()), train.subset(held_out)
-
-
-def run_validation(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protocol] = None,
-                   val_per_class: Optional[int] = None, teacher: Optional[nn.Module] = None) -> History:
-    """Like :func:`run`, but trains on the training subset minus a held-out validation part
-    (:func:`validation_split`) and reports accuracy on that part in ``History.test_acc``: for choosing
-    hyper-parameters without looking at the test set. Same optimiser, schedule and number of epochs."""
-    protocol = protocol or active_protocol()
-    factory = _factory(method)
-    fit_data, validation = validation_split(protocol, val_per_class)
-    seed_everything(seed)
-    student = build_model(protocol.student)
-    spec = factory(protocol)
-    if spec.pretrain is not None:
-        raise ValueError("run_validation does not support two-stage methods (Method.pretrain)")
-    if spec.uses_teacher and teacher is None:
-        teacher = _zoo_teacher(protocol.teacher)
-    return fit(student, TensorLoader(fit_data, protocol.batch_size, shuffle=True, seed=seed),
-               TensorLoader(validation, 1000), epochs=protocol.epochs, terms=spec.terms,
-               teacher=teacher if spec.uses_teacher else None, student_layers=spec.student_layers,
-               teacher_layers=spec.teacher_layers, extra_modules=spec.extra_modules,
-               optimizer=protocol.optimizer, lr=protocol.lr, momentum=protocol.momentum,
-               weight_decay=protocol.weight_decay, schedule=protocol.schedule,
-               cache_teacher_logits=spec.uses_teacher, seed=seed, progress=False)
-
-
-def _validation_job(job):
-    method, seed, protocol = job
-    torch.set_num_threads(1)
-    return run_validation(method, seed, protocol)
-
-
-def run_validation_jobs(jobs: Sequence[Tuple[Union[str, MethodFactory], int, Protocol]], workers: int = 2
-                        ) -> List[History]:
-    """:func:`run_validation` for ``(arm, seed, protocol)`` jobs, in the jobs' order, in ``workers``
-    processes (one thread each), like :func:`run_jobs`; arms are registered names or picklable callables
-    such as :class:`NSTArm`. Every run seeds itself, so the results do not depend on ``workers``."""
-    jobs = [tuple(job) for job in jobs]
-    for method, _, _ in jobs:
-        _factory(method)
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    if workers == 1 or len(jobs) < 2:
-        return [_validation_job(job) for job in jobs]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_validation_job, jobs))
-
-
 register("CE + NST", nst_method(NST_AUTHORS_WEIGHT), baseline="student (CE)",
          change="adds NST (polynomial kernel, the authors' weight 50) on the three stages")
 register("CE + KD + NST", nst_method(NST_AUTHORS_WEIGHT, kd_weight=1.0), baseline="CE + KD",
@@ -880,6 +764,13 @@ def run(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protoco
     student, with ``return_model=True``). The teacher (default: the protocol's, loaded from the zoo
     once per process) must be frozen: its logits on the training subset are computed once per process."""
     protocol = protocol or active_protocol()
+    history, student = _train(method, seed, protocol, loaders(protocol, seed), teacher, device, progress)
+    return (history, student) if return_model else history
+
+
+def _train(method, seed: int, protocol: Protocol, data: Tuple[TensorLoader, TensorLoader],
+           teacher: Optional[nn.Module] = None, device=None, progress: bool = False):
+    """The one training run behind :func:`run` and :func:`run_validation`: ``(History, student)``."""
     factory = _factory(method)
     seed_everything(seed)
     student = build_model(protocol.student)
@@ -888,7 +779,7 @@ def run(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protoco
         teacher = _zoo_teacher(protocol.teacher)
     if spec.uses_teacher and not spec.teacher_layers:
         teacher = _memoized(teacher)  # hooks need the real teacher; with them fit() caches once per run
-    train_loader, test_loader = loaders(protocol, seed)
+    train_loader, test_loader = data
     if spec.pretrain is not None:
         spec.pretrain(student, teacher, train_loader, protocol, seed)
     history = fit(student, train_loader, test_loader, epochs=protocol.epochs, terms=spec.terms,
@@ -897,7 +788,7 @@ def run(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protoco
                   optimizer=protocol.optimizer, lr=protocol.lr, momentum=protocol.momentum,
                   weight_decay=protocol.weight_decay, schedule=protocol.schedule,
                   cache_teacher_logits=spec.uses_teacher, device=device, seed=seed, progress=progress)
-    return (history, student) if return_model else history
+    return history, student
 
 
 def _factory(method: Union[str, MethodFactory]) -> MethodFactory:
@@ -913,6 +804,78 @@ def run_seeds(method: Union[str, MethodFactory], protocol: Optional[Protocol] = 
     """One History per seed of the protocol."""
     protocol = protocol or active_protocol()
     return [run(method, seed, protocol, teacher=teacher, **kwargs) for seed in protocol.seeds]
+
+
+# --------------------------------------------------------------------------- choosing without the test set
+def validation_split(protocol: Protocol, val_per_class: Optional[int] = None) -> Tuple["TensorData", "TensorData"]:
+    """The protocol's training subset split into (fit, validation): ``val_per_class`` images of each class
+    (default: a fifth of ``train_per_class``, at least 1) are held out, stratified and fixed by
+    ``data_seed``. The test set is not touched."""
+    if val_per_class is None:
+        val_per_class = max(1, protocol.train_per_class // 5)
+    _checks.check_positive_int(val_per_class, "val_per_class")
+    if val_per_class >= protocol.train_per_class:
+        raise ValueError(f"val_per_class must be < train_per_class = {protocol.train_per_class}, "
+                         f"got {val_per_class}")
+    train, _ = _protocol_data(protocol.train_per_class, protocol.data_seed, protocol.test_per_class)
+    held_out = stratified_subset(train.labels, per_class=val_per_class, seed=protocol.data_seed + 1)
+    kept = torch.ones(len(train), dtype=torch.bool)
+    kept[held_out] = False
+    return train.subset(torch.nonzero(kept).flatten()), train.subset(held_out)
+
+
+def run_validation(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protocol] = None,
+                   val_per_class: Optional[int] = None, teacher: Optional[nn.Module] = None) -> History:
+    """Like :func:`run`, but trains on the training subset minus a held-out validation part
+    (:func:`validation_split`) and reports accuracy on that part in ``History.test_acc``: for choosing
+    hyper-parameters without looking at the test set. Same optimiser, schedule and number of epochs."""
+    protocol = protocol or active_protocol()
+    fit_data, validation = validation_split(protocol, val_per_class)
+    data = (TensorLoader(fit_data, protocol.batch_size, shuffle=True, seed=seed), TensorLoader(validation, 1000))
+    return _train(method, seed, protocol, data, teacher)[0]
+
+
+# --------------------------------------------------------------------------- several runs on both cores
+def _run_job(job):
+    method, seed, protocol = job
+    torch.set_num_threads(1)
+    history, student = run(method, seed, protocol, return_model=True)
+    return history, {name: tensor.cpu() for name, tensor in student.state_dict().items()}
+
+
+def _validation_job(job):
+    method, seed, protocol = job
+    torch.set_num_threads(1)
+    return run_validation(method, seed, protocol)
+
+
+def _in_processes(work: Callable, jobs: Sequence[tuple], workers: int) -> list:
+    jobs = [tuple(job) for job in jobs]
+    for method, _, _ in jobs:
+        _factory(method)  # an unknown arm fails here, not in a worker
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers == 1 or len(jobs) < 2:
+        return [work(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(work, jobs))
+
+
+def run_jobs(jobs: Sequence[Tuple[Union[str, MethodFactory], int, Protocol]], workers: int = 2):
+    """``[(History, student state_dict)]`` for ``(arm, seed, protocol)`` jobs, in the jobs' order, run in
+    ``workers`` processes (one thread each; ``workers=1`` runs them here). Every run seeds itself, so
+    the results do not depend on ``workers``. Arms are registered names or picklable callables (such as
+    :class:`NSTArm`): the workers import :mod:`kdtools` afresh."""
+    return _in_processes(_run_job, jobs, workers)
+
+
+def run_validation_jobs(jobs: Sequence[Tuple[Union[str, MethodFactory], int, Protocol]], workers: int = 2
+                        ) -> List[History]:
+    """:func:`run_validation` for ``(arm, seed, protocol)`` jobs, like :func:`run_jobs`."""
+    return _in_processes(_validation_job, jobs, workers)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The attention-transfer additions to kdtools.protocol: the paper-form arm and its per-pair weights, the
-validated-weight arms, term_gradient_norms, held_out_split and run_held_out."""
+validated-weight arms, term_gradient_norms, and the validation split they choose the weight on."""
 import math
 
 import pytest
@@ -90,28 +90,29 @@ def test_term_gradient_norms_match_autograd_scale_linearly_and_leave_the_student
         protocol.term_gradient_norms(student, teacher, images, labels, {})
 
 
-def test_held_out_split_is_stratified_disjoint_and_fixed():
-    fit_part, validation = protocol.held_out_split(TINY)
+def test_validation_split_is_stratified_disjoint_and_fixed():
+    fit_part, validation = protocol.validation_split(TINY)
     assert (len(fit_part), len(validation)) == (40, 10)
     assert torch.equal(torch.bincount(validation.labels, minlength=10), torch.ones(10, dtype=torch.long))
     train, _ = protocol._protocol_data(TINY.train_per_class, TINY.data_seed, TINY.test_per_class)
     pixels = {tuple(x.flatten()[::7].tolist()) for x in fit_part.images}
     assert not pixels & {tuple(x.flatten()[::7].tolist()) for x in validation.images}
     assert len(fit_part) + len(validation) == len(train)
-    again = protocol.held_out_split(TINY)[1]
+    again = protocol.validation_split(TINY)[1]
     assert torch.equal(again.images, validation.images)
-    assert len(protocol.held_out_split(TINY, val_per_class=2)[1]) == 20
+    assert len(protocol.validation_split(TINY, val_per_class=2)[1]) == 20
     for bad in (5, 0):
         with pytest.raises(ValueError, match="val_per_class"):
-            protocol.held_out_split(TINY, val_per_class=bad)
+            protocol.validation_split(TINY, val_per_class=bad)
 
 
-def test_run_held_out_trains_on_the_fit_part_and_validates(monkeypatch):
-    history = protocol.run_held_out("CE + AT", 0, TINY)
+def test_run_validation_trains_on_the_fit_part_and_validates(monkeypatch):
+    history = protocol.run_validation("CE + AT", 0, TINY)
     assert history.epochs == 2 and len(history.test_acc) == 2
     assert all(acc * 10 / 100 == round(acc * 10 / 100) for acc in history.test_acc)  # multiples of 1/10 image
-    assert protocol.run_held_out("CE + AT", 0, TINY).test_acc == history.test_acc
+    assert protocol.run_validation("CE + AT", 0, TINY).test_acc == history.test_acc
+    stages = []  # a two-stage method runs its first stage on the fit part too
     two_stage = lambda p: protocol.Method({"ce": (1.0, protocol.cross_entropy_term)}, uses_teacher=False,  # noqa
-                                          pretrain=lambda *a: None)
-    with pytest.raises(ValueError, match="two-stage"):
-        protocol.run_held_out(two_stage, 0, TINY)
+                                          pretrain=lambda student, teacher, loader, *a: stages.append(len(loader.data)))
+    protocol.run_validation(two_stage, 0, TINY)
+    assert stages == [40]

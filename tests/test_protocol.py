@@ -221,3 +221,13 @@ def test_feature_term_sums_the_loss_over_pairs_and_validates():
         protocol.feature_method("at", [], 1.0)
     with pytest.raises(ValueError, match="2 regressors for 1 layer pairs"):
         protocol.feature_term("hint", [("a", "a")], regressors=[None, None])
+
+
+def test_feature_arms_are_values_that_worker_processes_can_receive():
+    import pickle
+
+    arm = protocol.feature_method("nst", protocol.STAGE_PAIRS, 0.1, kd_weight=1.0, kernel="linear")
+    assert pickle.loads(pickle.dumps(arm)) == arm
+    assert arm.options == (("kernel", "linear"),) and arm.pairs == protocol.STAGE_PAIRS
+    method = arm(protocol.SHARED_PROTOCOL)
+    assert set(method.terms) == {"ce", "nst", "kd"} and method.terms["nst"][0] == 0.1
