@@ -12,8 +12,10 @@ The teacher is always in eval mode and runs under ``torch.no_grad()``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -255,7 +257,7 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
     if teacher is not None:
         teacher.to(device).eval()  # its forward runs under no_grad, so its parameters stay untouched
         if cache_teacher_logits:
-            cache = _teacher_cache(teacher, train_loader, teacher_layers, device)
+            cache = _memoized_teacher_cache(teacher, train_loader, teacher_layers, device)
 
     from tqdm.auto import tqdm
 
@@ -324,6 +326,33 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
         bar.close()
     model.eval()
     return history
+
+
+# Runs that share a frozen teacher and a training set (the seeds and arms of a lesson) share its outputs:
+# teacher -> {(weights digest, data digest, layers, device): cache}, the most recent few kept.
+_TEACHER_CACHES: "weakref.WeakKeyDictionary[nn.Module, Dict[tuple, tuple]]" = weakref.WeakKeyDictionary()
+_CACHES_PER_TEACHER = 2
+
+
+def _digest(tensors: Iterable[torch.Tensor]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for tensor in tensors:
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _memoized_teacher_cache(teacher, train_loader, teacher_layers, device):
+    """:func:`_teacher_cache`, computed once per process for the same teacher weights, data and layers."""
+    data = getattr(train_loader, "data", None)
+    if data is None or getattr(train_loader, "augment", None) is not None:
+        return _teacher_cache(teacher, train_loader, teacher_layers, device)  # raises the right error
+    key = (_digest(teacher.state_dict().values()), _digest([data.images]), tuple(teacher_layers), str(device))
+    caches = _TEACHER_CACHES.setdefault(teacher, {})
+    if key not in caches:
+        while len(caches) >= _CACHES_PER_TEACHER:
+            caches.pop(next(iter(caches)))
+        caches[key] = _teacher_cache(teacher, train_loader, teacher_layers, device)
+    return caches[key]
 
 
 @torch.no_grad()

@@ -251,3 +251,21 @@ def test_evaluation_in_chunks_matches_one_forward_pass():
     loader = TensorLoader(TensorData(images, labels), batch_size=len(images))
     torch.testing.assert_close(predict_logits(model, loader), whole, rtol=1e-5, atol=1e-5)
     assert evaluate(model, loader) == 100.0
+
+
+def test_teacher_cache_is_shared_by_runs_with_the_same_teacher_and_data(small_mnist, monkeypatch):
+    import kdtools.train as train_module
+
+    calls = []
+    real = train_module._teacher_cache
+    monkeypatch.setattr(train_module, "_teacher_cache", lambda *a: calls.append(1) or real(*a))
+    teacher = SmallCNN(4, 1)
+    for _ in range(2):
+        fit(SmallCNN(4, 1), *loaders(small_mnist), epochs=1, teacher=teacher, device="cpu", progress=False,
+            terms={"ce": cross_entropy_term, "kd": kd_term(4.0)}, cache_teacher_logits=True)
+    assert len(calls) == 1
+    with torch.no_grad():  # new teacher weights: a new cache
+        teacher.head.bias.add_(1.0)
+    fit(SmallCNN(4, 1), *loaders(small_mnist), epochs=1, teacher=teacher, device="cpu", progress=False,
+        terms={"ce": cross_entropy_term, "kd": kd_term(4.0)}, cache_teacher_logits=True)
+    assert len(calls) == 2
