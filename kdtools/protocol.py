@@ -18,10 +18,8 @@ from 100 images per class, where the teacher's knowledge matters and methods dif
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import statistics
-import weakref
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -456,10 +454,6 @@ def hint_stage(student: nn.Module, teacher: nn.Module, train_loader: TensorLoade
     return curves
 
 
-def _unwrapped(teacher: nn.Module) -> nn.Module:
-    return teacher.teacher if isinstance(teacher, _MemoizedTeacher) else teacher
-
-
 def fitnets_two_stage(pair: Tuple[str, str] = FITNETS_PAIR, kd_weight: float = 1.0,
                       temperature: float = TEMPERATURE) -> MethodFactory:
     """FitNets as the paper trains it: stage 1 = :func:`hint_stage` on ``pair`` for
@@ -469,7 +463,7 @@ def fitnets_two_stage(pair: Tuple[str, str] = FITNETS_PAIR, kd_weight: float = 1
     guided, hint = _check_pairs([pair])[0]
 
     def pretrain(student, teacher, train_loader, protocol, seed):
-        return hint_stage(student, _unwrapped(teacher), train_loader, guided=guided, hint=hint,
+        return hint_stage(student, teacher, train_loader, guided=guided, hint=hint,
                           epochs=hint_stage_epochs(protocol), lr=protocol.lr, momentum=protocol.momentum,
                           weight_decay=protocol.weight_decay, optimizer=protocol.optimizer,
                           schedule=protocol.schedule)
@@ -718,37 +712,6 @@ def test_images(protocol: Protocol) -> int:
     return 10_000 if protocol.test_per_class is None else protocol.test_per_class * 10
 
 
-class _MemoizedTeacher(nn.Module):
-    """A frozen teacher that remembers its outputs by input.
-
-    ``fit(cache_teacher_logits=True)`` runs the teacher over the training subset at the start of every
-    run; with 24 runs on the same 1,000 images that pass costs more than a student's epoch. The
-    protocol's teacher is frozen and in eval mode, so the same input gives the same logits: they are
-    computed once per process and looked up by a digest of the input afterwards.
-    """
-
-    def __init__(self, teacher: nn.Module):
-        super().__init__()
-        self.teacher = teacher
-        self._memo: Dict[tuple, torch.Tensor] = {}
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        digest = hashlib.blake2b(images.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).digest()
-        key = (str(images.device), str(images.dtype), tuple(images.shape), digest)
-        if key not in self._memo:
-            self._memo[key] = self.teacher(images)
-        return self._memo[key]
-
-
-_MEMOIZED: "weakref.WeakKeyDictionary[nn.Module, _MemoizedTeacher]" = weakref.WeakKeyDictionary()
-
-
-def _memoized(teacher: nn.Module) -> _MemoizedTeacher:
-    if teacher not in _MEMOIZED:
-        _MEMOIZED[teacher] = _MemoizedTeacher(teacher)
-    return _MEMOIZED[teacher]
-
-
 @functools.lru_cache(maxsize=2)
 def _zoo_teacher(name: str) -> nn.Module:
     # building the network before its weights are loaded draws random numbers: loading must not move the
@@ -777,8 +740,6 @@ def _train(method, seed: int, protocol: Protocol, data: Tuple[TensorLoader, Tens
     spec = factory(protocol)  # built after seeding: its trainable modules are reproducible too
     if spec.uses_teacher and teacher is None:
         teacher = _zoo_teacher(protocol.teacher)
-    if spec.uses_teacher and not spec.teacher_layers:
-        teacher = _memoized(teacher)  # hooks need the real teacher; with them fit() caches once per run
     train_loader, test_loader = data
     if spec.pretrain is not None:
         spec.pretrain(student, teacher, train_loader, protocol, seed)
