@@ -690,6 +690,26 @@ register("CE + KD + NST", nst_method(NST_AUTHORS_WEIGHT, kd_weight=1.0), baselin
 # ---- end of neuron selectivity transfer
 
 
+# --------------------------------------------------------------------------- Module 4: relation-based arms
+#: the pooled feature vector before the classifier of :class:`kdtools.models.SmallCNN` (a hook point):
+#: the "embedding" RKD and CRD relate (the authors' code takes the penultimate features, ``feat[-1]``)
+EMBEDDING_LAYER = "embedding"
+
+# ---- FSP (notebooks/04_relation/fsp.ipynb)
+
+# ---- end of FSP
+
+
+# ---- Relational KD (notebooks/04_relation/relational_kd.ipynb)
+
+# ---- end of relational KD
+
+
+# ---- Contrastive representation distillation (notebooks/04_relation/contrastive_rd.ipynb)
+
+# ---- end of contrastive representation distillation
+
+
 @functools.lru_cache(maxsize=4)
 def _protocol_data(train_per_class: int, data_seed: int, test_per_class: Optional[int]):
     # every method and seed of a notebook uses the same subsets: decode and select them once
