@@ -696,7 +696,186 @@ register("CE + KD + NST", nst_method(NST_AUTHORS_WEIGHT, kd_weight=1.0), baselin
 EMBEDDING_LAYER = "embedding"
 
 # ---- FSP (notebooks/04_relation/fsp.ipynb)
+from .features import FeatureExtractor as _FeatureExtractor  # noqa: E402  (this block's imports stay in this block)
+from .losses import fsp_loss as _fsp_loss, fsp_matrix as _fsp_matrix  # noqa: E402
 
+#: FSP's teacher: ``cnn-4x3``, the protocol student's widths (4-8-16) with three convolutions per stage, trained on
+#: all 60k training images (``python -m kdtools.zoo train mnist-cnn-4x3-teacher``). FSP matrices are
+#: channels × channels, so they compare only between layers of equal widths: the shared teacher's 32-64-128
+#: channels cannot be matched with the student's 4-8-16 (the paper distils ResNet-26 into ResNet-8 of equal widths).
+FSP_TEACHER = "mnist-cnn-4x3-teacher"
+#: the pseudo-layer name of the network's input (the image), the first map of stage1's pair
+FSP_INPUT = "input"
+#: (first map, last map) of each stage, as the paper pairs the first and last feature maps of each module:
+#: the input of stage k is the output of stage k-1 (the image for stage1); fsp_matrix pools the larger map
+FSP_PAIRS: Tuple[Tuple[str, str], ...] = ((FSP_INPUT, "stage1"), ("stage1", "stage2"), ("stage2", "stage3"))
+
+
+def fsp_protocol(protocol: Optional[Protocol] = None) -> Protocol:
+    """``protocol`` (default: the active one) with FSP's teacher :data:`FSP_TEACHER` instead of the shared one;
+    everything else (student, data, budget, seeds) is unchanged."""
+    return replace(protocol or active_protocol(), teacher=FSP_TEACHER)
+
+
+def fsp_stage_epochs(protocol: Protocol) -> int:
+    """The budget of FSP's stage 1: a quarter of the protocol's epochs (10 of 40; 1 in smoke mode), spent
+    **on top of** the protocol's epochs, as FitNets' hint stage (:func:`hint_stage_epochs`)."""
+    return max(1, protocol.epochs // 4)
+
+
+def _check_fsp_pairs(pairs) -> Tuple[Tuple[str, str], ...]:
+    pairs = tuple(tuple(pair) for pair in pairs)
+    if not pairs or any(len(pair) != 2 or not all(isinstance(n, str) and n for n in pair) for pair in pairs):
+        raise ValueError(f"pairs must be a non-empty list of (first layer, second layer) names "
+                         f"(or {FSP_INPUT!r} for the image), got {pairs!r}")
+    return pairs
+
+
+def _fsp_layers(model: nn.Module, pairs) -> List[str]:
+    """The hooked layers of ``pairs`` (not the input), in the order the forward pass reaches them."""
+    order = [name for name, _ in model.named_modules() if name]
+    names = {name for pair in pairs for name in pair if name != FSP_INPUT}
+    unknown = sorted(names - set(order))
+    if unknown:
+        raise ValueError(f"pairs name unknown layer(s) {unknown} of {type(model).__name__}; valid: "
+                         f"{FSP_INPUT!r}, {', '.join(order)}")
+    return sorted(names, key=order.index)
+
+
+def _fsp_pair_maps(features: Mapping[str, torch.Tensor], images: torch.Tensor, pairs):
+    get = lambda name: images if name == FSP_INPUT else features[name]
+    return [(get(a), get(b)) for a, b in pairs]
+
+
+@torch.no_grad()
+def fsp_matrices(model: nn.Module, images: torch.Tensor, pairs: Sequence[Tuple[str, str]] = FSP_PAIRS
+                 ) -> List[torch.Tensor]:
+    """The FSP matrix ``[B, m, n]`` of each pair for ``images``, ``model`` in eval mode (for plots)."""
+    pairs = _check_fsp_pairs(pairs)
+    features = extract(model, _fsp_layers(model, pairs), images) if _fsp_layers(model, pairs) else {}
+    return [_fsp_matrix(a, b) for a, b in _fsp_pair_maps(features, images, pairs)]
+
+
+def fsp_shapes(model: nn.Module, pairs: Sequence[Tuple[str, str]] = FSP_PAIRS,
+               image_shape: Tuple[int, ...] = (1, 28, 28)) -> List[Tuple[int, int]]:
+    """The ``(m, n)`` shape of each pair's FSP matrix in ``model``."""
+    with torch.random.fork_rng():
+        return [tuple(g.shape[1:]) for g in fsp_matrices(model, torch.zeros(2, *image_shape), pairs)]
+
+
+def check_fsp_compatible(student: nn.Module, teacher: nn.Module, pairs: Sequence[Tuple[str, str]] = FSP_PAIRS,
+                         teacher_name: str = "the teacher") -> None:
+    """Raise ``ValueError`` unless every pair's FSP matrix has the same shape in both networks."""
+    student_shapes, teacher_shapes = fsp_shapes(student, pairs), fsp_shapes(teacher, pairs)
+    if student_shapes != teacher_shapes:
+        raise ValueError(
+            f"FSP needs equal channel counts: the FSP matrices of pairs {list(pairs)} have shapes "
+            f"{student_shapes} in the student but {teacher_shapes} in {teacher_name}. Use a teacher of the "
+            f"student's widths, e.g. protocol.fsp_protocol(protocol) (teacher {FSP_TEACHER!r}).")
+
+
+@torch.no_grad()
+def _teacher_maps(teacher: nn.Module, layers: Sequence[str], images: torch.Tensor, chunk: int = 250):
+    parts = [extract(teacher, layers, images[i:i + chunk]) for i in range(0, len(images), chunk)]
+    return {name: torch.cat([part[name] for part in parts]) for name in layers}
+
+
+def fsp_stage(student: nn.Module, teacher: nn.Module, train_loader: TensorLoader, *, epochs: int,
+              pairs: Sequence[Tuple[str, str]] = FSP_PAIRS, lr: float = 0.05, momentum: float = 0.9,
+              weight_decay: float = 5e-4, optimizer: str = "sgd", schedule: str = "cosine",
+              held_out: Optional[torch.Tensor] = None) -> Dict[str, List[float]]:
+    r"""FSP's stage 1 (Yim et al., 2017, Sec. 3.3): train the student on the FSP loss **alone**,
+    :math:`\min_{W_s} \sum_i \mathrm{mean}\,(G^s_i - G^t_i)^2` over the layer pairs (:func:`~kdtools.losses.fsp_loss`,
+    weights 1), starting from its random initialisation; no labels are used.
+
+    The student's forward pass stops at the deepest layer of ``pairs`` (:func:`forward_to`): the layers after it
+    (the classifier) get no gradient and stay as initialised. The teacher's maps of the training images are
+    computed once. Returns per-epoch means ``{"train": [...]}`` of the FSP loss, plus ``"held_out"`` (the loss
+    on ``held_out`` images, student in eval mode, after each epoch) when ``held_out`` is given.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    from .train import OPTIMIZERS, SCHEDULES
+
+    pairs = _check_fsp_pairs(pairs)
+    check_fsp_compatible(student, teacher, pairs)
+    layers = _fsp_layers(student, pairs)
+    teacher_layers = _fsp_layers(teacher, pairs)
+    images = train_loader.data.images
+    cached = _teacher_maps(teacher, teacher_layers, images)
+    held_out_teacher = _teacher_maps(teacher, teacher_layers, held_out) if held_out is not None else None
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = OPTIMIZERS[optimizer](params, lr, weight_decay, momentum)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: SCHEDULES[schedule](e, epochs))
+
+    def loss_on(batch_images, teacher_features):
+        with _FeatureExtractor(student, layers) as hooks:
+            forward_to(student, layers[-1], batch_images)
+            student_pairs = _fsp_pair_maps(hooks.outputs, batch_images, pairs)
+        return _fsp_loss(student_pairs, _fsp_pair_maps(teacher_features, batch_images, pairs))
+
+    curves: Dict[str, List[float]] = {"train": []} if held_out is None else {"train": [], "held_out": []}
+    was_training = student.training
+    for _ in range(epochs):
+        student.train()
+        total, seen = 0.0, 0
+        for batch_images, _labels, index in train_loader:
+            loss = loss_on(batch_images, {name: maps[index] for name, maps in cached.items()})
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, seen = total + loss.item() * len(index), seen + len(index)
+        sched.step()
+        curves["train"].append(total / seen)
+        if held_out is not None:
+            student.eval()
+            with torch.no_grad():
+                curves["held_out"].append(loss_on(held_out, held_out_teacher).item())
+    student.train(was_training)
+    return curves
+
+
+@dataclass(frozen=True)
+class FSPArm:
+    """FSP as the paper trains it: stage 1 = :func:`fsp_stage` for ``stage1_epochs`` (default
+    :func:`fsp_stage_epochs`, on top of the protocol's epochs), then stage 2 = the whole student on
+    ``CE`` (+ ``kd_weight``·KD at ``temperature``) for the protocol's epochs, from the stage-1 weights.
+    The teacher must have the student's widths (:func:`fsp_protocol`), or stage 1 raises a ``ValueError``
+    before training; a plain value, so it can be sent to the worker processes of :func:`run_jobs`."""
+
+    kd_weight: float = 0.0
+    stage1_epochs: Optional[int] = None
+    pairs: Tuple[Tuple[str, str], ...] = FSP_PAIRS
+    temperature: float = TEMPERATURE
+
+    def __post_init__(self):
+        _check_fsp_pairs(self.pairs)
+        if self.stage1_epochs is not None:
+            _checks.check_positive_int(self.stage1_epochs, "stage1_epochs")
+
+    def __call__(self, protocol: Protocol) -> Method:
+        epochs = self.stage1_epochs
+
+        def pretrain(student, teacher, train_loader, protocol, seed):
+            # fsp_stage first checks that the widths match (a ValueError naming fsp_protocol), before any training
+            return fsp_stage(student, teacher, train_loader, pairs=self.pairs,
+                             epochs=epochs or fsp_stage_epochs(protocol), lr=protocol.lr,
+                             momentum=protocol.momentum, weight_decay=protocol.weight_decay,
+                             optimizer=protocol.optimizer, schedule=protocol.schedule)
+
+        terms = {"ce": (CE_WEIGHT, cross_entropy_term)}
+        if self.kd_weight:
+            terms["kd"] = (self.kd_weight, kd_part(self.temperature))
+        return Method(terms, pretrain=pretrain)
+
+
+# Run these with fsp_protocol(...): the shared teacher's widths differ from the student's (FSPArm says so).
+register("FSP (two-stage)", FSPArm(), baseline="student (CE)",
+         change="first trains stage1–3 on the FSP loss alone against mnist-cnn-4x3-teacher (the student's "
+                "widths) for a quarter of the epochs more (stage 1), then the same CE", controlled=False)
+register("FSP (two-stage) + KD", FSPArm(kd_weight=1.0), baseline="CE + KD",
+         change="first trains stage1–3 on the FSP loss alone against mnist-cnn-4x3-teacher (the student's "
+                "widths) for a quarter of the epochs more (stage 1), then the same CE + KD", controlled=False)
 # ---- end of FSP
 
 
