@@ -87,7 +87,7 @@ def check_fsp_matrix(fn) -> CheckResult:
         error_hints=[ErrorHint(r"mat1 and mat2|batch1|batch2|size of tensor|must match|Expected size",
                                "the inner dimensions must both be the h·w positions: multiply F1 flattened to "
                                "[B, m, h·w] with F2 flattened to [B, n, h·w] and transposed to [B, h·w, n].")],
-        covers="the 1/(h·w) mean, the [B, m, n] orientation, one matrix per image, gradients",
+        covers="1/(h·w), [B, m, n], one G per image, gradients",
         rtol=1e-4, atol=1e-6)
 # ---- end of FSP
 
