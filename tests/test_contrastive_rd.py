@@ -115,7 +115,9 @@ def test_crd_arms_train_reproducibly_and_run_keeping_method_matches_run():
 def test_registered_crd_arms_name_their_baselines():
     pairs = {arm: baseline for arm, baseline, _ in protocol.controlled_pairs()}
     assert pairs["CE + CRD"] == "student (CE)" and pairs["CE + KD + CRD"] == "CE + KD"
-    assert pairs["CE + CRD, 2 teachers"] == "CE + CRD"
+    assert pairs["CE + CRD, 2 teachers"] == "CE + CRD" and pairs["CE + CRD, N = M"] == "CE + CRD"
+    assert METHODS["CE + CRD, N = M"](TINY).extra_modules[0].n_negatives == 50
+    assert protocol.CRD_VALIDATED_FRACTION in protocol.CRD_FRACTION_GRID
     assert pairs["CE + CRD, 3 teachers"] == "CE + CRD, 2 teachers"
 
 

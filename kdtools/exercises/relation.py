@@ -114,7 +114,7 @@ def check_crd_nce(fn) -> CheckResult:
                                "pos_logits is [B] and neg_logits [B, N]: add a column axis to the positives "
                                "(pos_logits[:, None]) where you combine them.")],
         nonfinite_hint="nan or inf: exp of a large logit? In float64 e^14.3 is fine; log of 0 is not.",
-        covers="N/M in the critic, log(1 − h) summed over the negatives, the batch mean, large logits, gradients",
+        covers="N/M, summed log(1 − h), batch mean, large logits, gradients",
         rtol=1e-4, atol=1e-6)
 # ---- end of contrastive representation distillation
 
