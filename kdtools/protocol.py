@@ -866,15 +866,21 @@ def fit_memory(loss: "_CRDLoss", n_data: int, negative_fraction: float = CRD_PAP
 
 
 def run_keeping_method(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protocol] = None):
-    """:func:`run` (same seeding, same result) that also returns the :class:`Method` it built:
-    ``(History, student, Method)``, e.g. to inspect a trained CRD loss's heads and memory banks."""
+    """:func:`run` that also returns the :class:`Method` it built: ``(History, student, Method)``, e.g. to
+    inspect a trained CRD loss's heads and memory banks. Like :func:`run_jobs`' runs, it trains with one thread
+    (restored afterwards), so it gives the numbers :func:`run_jobs` gives for the same arm and seed on any CPU."""
     built: List[Method] = []
 
     def factory(p: Protocol) -> Method:
         built.append(_factory(method)(p))
         return built[-1]
 
-    history, student = run(factory, seed, protocol, return_model=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        history, student = run(factory, seed, protocol, return_model=True)
+    finally:
+        torch.set_num_threads(threads)
     return history, student, built[0]
 
 
