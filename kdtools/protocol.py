@@ -885,7 +885,195 @@ register("FSP (two-stage) + KD", FSPArm(kd_weight=1.0), baseline="CE + KD",
 
 
 # ---- Contrastive representation distillation (notebooks/04_relation/contrastive_rd.ipynb)
+from .losses import CRDLoss as _CRDLoss  # noqa: E402  (this block's imports stay in this block)
 
+#: the authors' CRD settings (RepDistiller ``--beta 0.8 --nce_t 0.07 --feat_dim 128 --nce_m 0.5``, CIFAR-100)
+CRD_AUTHORS_WEIGHT = 0.8
+CRD_TEMPERATURE = 0.07
+CRD_FEAT_DIM = 128
+CRD_MOMENTUM = 0.5
+#: the authors draw 16,384 negatives per sample from CIFAR-100's 50,000 training images: about a third
+CRD_PAPER_NEGATIVES, CRD_PAPER_DATA = 16384, 50000
+CRD_PAPER_FRACTION = CRD_PAPER_NEGATIVES / CRD_PAPER_DATA
+#: the fractions of the training set the notebook's sweep of N tries (on a validation split)
+CRD_FRACTION_GRID: Tuple[float, ...] = (1 / 64, 1 / 16, CRD_PAPER_FRACTION, 1.0)
+#: the fraction that sweep chose (best mean last-epoch validation accuracy over two seeds; contrastive_rd.ipynb
+#: re-runs the sweep and prints its choice next to this value)
+CRD_VALIDATED_FRACTION = 1.0
+#: the protocol's teacher plus two MLPs of the zoo (other architectures, trained on all 60k images), each
+#: hooked at its penultimate representation: the ensemble of the notebook's ensemble distillation
+CRD_ENSEMBLE: Tuple[Tuple[str, str], ...] = (("mnist-cnn-teacher", EMBEDDING_LAYER), ("mnist-mlp-teacher", "net.act2"),
+                                             ("mnist-mlp-800x2-scratch-s0", "net.act2"))
+
+
+def crd_negatives(n_data: int, fraction: float = CRD_PAPER_FRACTION) -> int:
+    """The number N of negatives per sample for a training set of ``n_data`` images: the same fraction of the
+    data set as the paper's 16,384 of 50,000 (rounded, at least 1)."""
+    _checks.check_positive_int(n_data, "n_data")
+    _checks.check_positive(fraction, "fraction")
+    return max(1, round(fraction * n_data))
+
+
+def _flat_size(shape: Tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+def crd_term(loss: "_CRDLoss", student_layer: str, teacher_layer: Optional[str] = None,
+             teacher_features: Optional[Callable[[Step], torch.Tensor]] = None):
+    """The term ``loss(F^s, F^t, step.index)``: CRD (:class:`~kdtools.losses.CRDLoss`, memory banks indexed by
+    the batch's data-set positions) between the student's hooked layer ``student_layer`` and either the
+    teacher's hooked layer ``teacher_layer`` or ``teacher_features(step)`` (any function of the step, e.g. a
+    second teacher, :class:`ZooTeacherFeatures`). Uses no labels and nothing of the shared protocol, so it
+    serves any student/teacher pair whose loader yields indices 0..n_data-1. Put ``loss`` in
+    ``Method.extra_modules`` (its projection heads are trained) and the layers in ``student_layers`` /
+    ``teacher_layers``."""
+    if (teacher_layer is None) == (teacher_features is None):
+        raise ValueError("give exactly one of teacher_layer (a hooked layer of the teacher) and teacher_features "
+                         f"(a function of the step); got teacher_layer={teacher_layer!r}, "
+                         f"teacher_features={teacher_features!r}")
+
+    def term(step: Step) -> torch.Tensor:
+        teacher_feat = (step.teacher_features[teacher_layer] if teacher_layer is not None
+                        else teacher_features(step))
+        return loss(step.student_features[student_layer], teacher_feat, step.index)
+    return term
+
+
+class ZooTeacherFeatures:
+    """``step -> [B, ...]`` features of a frozen zoo model's layer for the step's images, computed once per
+    training example (by ``step.index``) and looked up afterwards: a second (third, ...) teacher for
+    :func:`crd_term` that :func:`fit` does not run. Valid on un-augmented data, like ``fit``'s own teacher
+    cache; build one per run."""
+
+    def __init__(self, name: str, layer: str):
+        self.name, self.layer = name, layer
+        self._cache: Optional[torch.Tensor] = None
+        self._known: Optional[torch.Tensor] = None
+
+    def __call__(self, step: Step) -> torch.Tensor:
+        index = step.index.cpu().long()
+        size = int(index.max()) + 1
+        if self._known is None or size > len(self._known):
+            grow = size - (0 if self._known is None else len(self._known))
+            known = torch.zeros(grow, dtype=torch.bool)
+            self._known = known if self._known is None else torch.cat([self._known, known])
+        missing = ~self._known[index]
+        if missing.any():
+            model = _zoo_teacher(self.name).to(step.images.device).eval()
+            with torch.no_grad():
+                new = extract(model, [self.layer], step.images[missing.to(step.images.device)])[self.layer]
+            new = new.detach().cpu()
+            if self._cache is None:
+                self._cache = torch.zeros(size, *new.shape[1:], dtype=new.dtype)
+            if len(self._cache) < size:
+                pad = torch.zeros(size - len(self._cache), *self._cache.shape[1:], dtype=self._cache.dtype)
+                self._cache = torch.cat([self._cache, pad])
+            self._cache[index[missing]] = new
+            self._known[index[missing]] = True
+        return self._cache[index].to(step.images.device)
+
+
+@dataclass(frozen=True)
+class CRDArm:
+    """A picklable CRD arm: ``CE + weight·Σ_teachers CRD(student_layer, teacher's layer)`` (+ ``kd_weight``·KD),
+    ready for :func:`run_jobs`.
+
+    teachers: ``(zoo name, layer)`` pairs; the first must be the protocol's teacher (its features come from
+        ``fit``'s hooks and cache), the others are run by :class:`ZooTeacherFeatures`. Each teacher gets its
+        own :class:`~kdtools.losses.CRDLoss` (own heads, own memory banks) and its own term ``"crd <name>"``
+        (just ``"crd"`` for a single teacher); the terms are summed, each with ``weight``.
+    negative_fraction: N = :func:`crd_negatives` (``n_data``, this fraction), with ``n_data`` the size of the
+        training set the run actually uses (:func:`run_validation` holds some of it out): the memory banks
+        are sized to that set before training (``Method.pretrain``, which trains nothing).
+    """
+
+    weight: float = CRD_AUTHORS_WEIGHT
+    kd_weight: float = 0.0
+    negative_fraction: float = CRD_PAPER_FRACTION
+    student_layer: str = EMBEDDING_LAYER
+    teachers: Tuple[Tuple[str, str], ...] = (("mnist-cnn-teacher", EMBEDDING_LAYER),)
+    temperature: float = CRD_TEMPERATURE
+    feat_dim: int = CRD_FEAT_DIM
+    momentum: float = CRD_MOMENTUM
+
+    def __post_init__(self):
+        _checks.check_positive(self.weight, "weight")
+        _checks.check_positive(self.negative_fraction, "negative_fraction")
+        if not self.teachers or any(len(t) != 2 for t in self.teachers):
+            raise ValueError(f"teachers must be a non-empty tuple of (zoo name, layer) pairs, got {self.teachers!r}")
+
+    def __call__(self, protocol: Protocol) -> Method:
+        if self.teachers[0][0] != protocol.teacher:
+            raise ValueError(f"the first of teachers must be the protocol's teacher {protocol.teacher!r}, "
+                             f"got {self.teachers[0][0]!r}")
+        student_dim = _flat_size(_architecture_shapes(protocol.student, [self.student_layer])[self.student_layer])
+        n_data = protocol.train_per_class * 10
+        terms = {"ce": (CE_WEIGHT, cross_entropy_term)}
+        losses = []
+        for i, (name, layer) in enumerate(self.teachers):
+            teacher_dim = _flat_size(layer_shapes(_zoo_teacher(name), [layer])[layer])
+            loss = _CRDLoss(student_dim, teacher_dim, n_data, feat_dim=self.feat_dim,
+                            n_negatives=crd_negatives(n_data, self.negative_fraction),
+                            temperature=self.temperature, momentum=self.momentum)
+            source = {"teacher_layer": layer} if i == 0 else {"teacher_features": ZooTeacherFeatures(name, layer)}
+            key = "crd" if len(self.teachers) == 1 else f"crd {name}"
+            terms[key] = (self.weight, crd_term(loss, self.student_layer, **source))
+            losses.append(loss)
+        if self.kd_weight:
+            terms["kd"] = (self.kd_weight, kd_part())
+
+        def size_memory(student, teacher, train_loader, protocol, seed):
+            for loss in losses:
+                fit_memory(loss, len(train_loader.data), self.negative_fraction)
+
+        return Method(terms, student_layers=(self.student_layer,), teacher_layers=(self.teachers[0][1],),
+                      extra_modules=tuple(losses), pretrain=size_memory)
+
+
+def fit_memory(loss: "_CRDLoss", n_data: int, negative_fraction: float = CRD_PAPER_FRACTION) -> None:
+    """Resize ``loss``'s memory banks to ``n_data`` rows (fresh, drawn as :class:`~kdtools.losses.CRDLoss`
+    draws them) and set its N to :func:`crd_negatives` (``n_data``, ``negative_fraction``). Nothing happens
+    when the banks already have ``n_data`` rows and N is right (the random state is then untouched)."""
+    n_negatives = crd_negatives(n_data, negative_fraction)
+    if loss.n_data == n_data and loss.n_negatives == n_negatives:
+        return
+    fresh = _CRDLoss(loss.student_dim, loss.teacher_dim, n_data, feat_dim=loss.feat_dim,
+                     n_negatives=n_negatives).to(loss.memory_student.device)
+    loss.n_data, loss.n_negatives = n_data, n_negatives
+    loss.memory_student, loss.memory_teacher = fresh.memory_student, fresh.memory_teacher
+    loss.z_student.fill_(-1.0), loss.z_teacher.fill_(-1.0)
+
+
+def run_keeping_method(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protocol] = None):
+    """:func:`run` that also returns the :class:`Method` it built: ``(History, student, Method)``, e.g. to
+    inspect a trained CRD loss's heads and memory banks. Like :func:`run_jobs`' runs, it trains with one thread
+    (restored afterwards), so it gives the numbers :func:`run_jobs` gives for the same arm and seed on any CPU."""
+    built: List[Method] = []
+
+    def factory(p: Protocol) -> Method:
+        built.append(_factory(method)(p))
+        return built[-1]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        history, student = run(factory, seed, protocol, return_model=True)
+    finally:
+        torch.set_num_threads(threads)
+    return history, student, built[0]
+
+
+register("CE + CRD", CRDArm(), baseline="student (CE)",
+         change="adds CRD (β = 0.8, τ = 0.07, 128-d heads, N = a third of the training set) on the embedding")
+register("CE + KD + CRD", CRDArm(kd_weight=1.0), baseline="CE + KD",
+         change="adds CRD (β = 0.8, τ = 0.07, 128-d heads, N = a third of the training set) on the embedding")
+register("CE + CRD, N = M", CRDArm(negative_fraction=CRD_VALIDATED_FRACTION), baseline="CE + CRD",
+         change="draws N = M negatives per sample (as many as the training set has images; chosen on a "
+                "validation split) instead of a third of M")
+register("CE + CRD, 2 teachers", CRDArm(teachers=CRD_ENSEMBLE[:2]), baseline="CE + CRD",
+         change="adds a second CRD term (β = 0.8) to the embedding of mnist-mlp-teacher (act2)")
+register("CE + CRD, 3 teachers", CRDArm(teachers=CRD_ENSEMBLE), baseline="CE + CRD, 2 teachers",
+         change="adds a third CRD term (β = 0.8) to the embedding of mnist-mlp-800x2-scratch-s0 (act2)")
 # ---- end of contrastive representation distillation
 
 

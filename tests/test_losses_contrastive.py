@@ -206,3 +206,19 @@ def test_queue_bad_input():
         q(torch.randn(3, 6), torch.randn(4, 5))
     with pytest.raises(ValueError, match=r"queue_size must be an integer >= 1"):
         CRDQueueLoss(6, 5, queue_size=0)
+
+
+@pytest.mark.parametrize("n_data", [20, 200])  # 3·(7+1) = 24 sampled entries: >= 20 rows (whole-bank product), < 200
+def test_crd_scores_equal_the_gathered_product_on_both_paths(n_data):
+    torch.manual_seed(5)
+    crd = CRDLoss(6, 5, n_data, feat_dim=4, n_negatives=7).double()
+    fs = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    index = torch.tensor([2, 9, 15])
+    contrast = torch.cat([index[:, None], torch.randint(0, n_data, (3, 7))], dim=1)
+    anchor = lambda: F.normalize(crd.embed_student.linear(fs), dim=1)
+    scores = crd._scores(anchor(), crd.memory_teacher, contrast, torch.tensor(1.0, dtype=torch.float64))
+    expected = torch.exp(torch.einsum("bkd,bd->bk", crd.memory_teacher[contrast], anchor()) / 0.07)
+    assert torch.allclose(scores, expected, rtol=1e-12)
+    grad, = torch.autograd.grad(scores.log().sum(), fs)
+    expected_grad, = torch.autograd.grad(expected.log().sum(), fs)
+    assert torch.allclose(grad, expected_grad, rtol=1e-10)

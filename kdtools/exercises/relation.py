@@ -98,7 +98,102 @@ def check_fsp_matrix(fn) -> CheckResult:
 
 
 # ---- Contrastive representation distillation (notebooks/04_relation/contrastive_rd.ipynb)
+import torch as _torch  # noqa: E402  (this lesson's checker builds its cases with torch)
 
+
+def _crd_scores(pos_logits, neg_logits):
+    return _torch.cat([pos_logits[:, None], neg_logits], dim=1).exp()
+
+
+def _crd_nce_reference(pos_logits, neg_logits, n_data):
+    from ..losses import crd_nce_loss  # imported late: the losses package is the reference, not the student's tool
+    return crd_nce_loss(_crd_scores(pos_logits, neg_logits), n_data)
+
+
+def _crd_nce_variant(pos_logits, neg_logits, n_data, noise=None, negatives="sum", batch="mean", neg_log="1-h",
+                     sign=-1.0):
+    """The NCE loss with one part changed; ``noise`` is the constant added to e^l (default N/M)."""
+    n = neg_logits.shape[1]
+    noise = n / n_data if noise is None else noise(n, n_data)
+    log_h = lambda l: l - _torch.log(l.exp() + noise)
+    log_not_h = lambda l: _torch.log(_torch.as_tensor(noise, dtype=l.dtype)) - _torch.log(l.exp() + noise)
+    neg = (log_not_h if neg_log == "1-h" else log_h)(neg_logits)
+    neg = neg.sum(1) if negatives == "sum" else neg.mean(1)
+    per_sample = log_h(pos_logits) + neg
+    return sign * (per_sample.mean() if batch == "mean" else per_sample.sum())
+
+
+def _crd_infonce(pos_logits, neg_logits, n_data):
+    logits = _torch.cat([pos_logits[:, None], neg_logits], dim=1)
+    return -_torch.log_softmax(logits, dim=1)[:, 0].mean()
+
+
+def _crd_case(description, seed, batch, negatives, n_data, scale, gradient=False):
+    def make_args():
+        gen = _torch.Generator().manual_seed(seed)
+        pos = scale * (0.5 + 0.5 * _torch.rand(batch, generator=gen, dtype=_torch.float64))
+        neg = scale * (2 * _torch.rand(batch, negatives, generator=gen, dtype=_torch.float64) - 1)
+        return pos, neg, n_data
+    return Case(description, make_args, {"N": negatives, "M": n_data, "B": batch}, gradient)
+
+
+_CRD_NCE_MISTAKES = [
+    Mistake("your value has the opposite sign: the critic's objective E[log h] + N·E[log(1 − h)] is\n"
+            "  MAXIMISED; the loss to minimise is its negative.",
+            lambda p, n, m: _crd_nce_variant(p, n, m, sign=1.0)),
+    Mistake("for a negative pair the critic should answer 'not a pair': its term is log(1 − h), not log h\n"
+            "  (1 − h = (N/M) / (e^l + N/M)).",
+            lambda p, n, m: _crd_nce_variant(p, n, m, neg_log="h")),
+    Mistake("your critic lacks the constant N/M = {N}/{M}: h = e^l / (e^l + N/M), not the sigmoid\n"
+            "  e^l / (e^l + 1). N/M is N times the noise probability 1/M of a uniformly drawn sample.",
+            lambda p, n, m: _crd_nce_variant(p, n, m, noise=lambda k, d: 1.0)),
+    Mistake("your constant is 1/M: the critic adds N/M = {N}/{M} (N negatives, each drawn with\n"
+            "  probability 1/M).",
+            lambda p, n, m: _crd_nce_variant(p, n, m, noise=lambda k, d: 1.0 / d)),
+    Mistake("your constant is N: the critic adds N/M = {N}/{M}, N divided by the data-set size M.",
+            lambda p, n, m: _crd_nce_variant(p, n, m, noise=lambda k, d: float(k))),
+    Mistake("your constant is M/N: the critic adds N/M = {N}/{M} (it grows with the number of negatives).",
+            lambda p, n, m: _crd_nce_variant(p, n, m, noise=lambda k, d: d / k)),
+    Mistake("you counted the positive among the N negatives: N = neg_logits.shape[1] = {N}, so the\n"
+            "  constant is {N}/{M}, not (N + 1)/M.",
+            lambda p, n, m: _crd_nce_variant(p, n, m, noise=lambda k, d: (k + 1) / d)),
+    Mistake("you AVERAGED the {N} negative terms: the objective has N·E[log(1 − h)], i.e. the SUM of\n"
+            "  log(1 − h) over each sample's negatives.",
+            lambda p, n, m: _crd_nce_variant(p, n, m, negatives="mean")),
+    Mistake("you summed over the batch: average the per-sample terms over the {B} samples.",
+            lambda p, n, m: _crd_nce_variant(p, n, m, batch="sum")),
+    Mistake("that is the InfoNCE loss (a softmax over the positive and the negatives); CRD's NCE treats each\n"
+            "  pair as a binary 'pair or not' decision with the critic h = e^l / (e^l + N/M).",
+            _crd_infonce),
+]
+
+
+def check_crd_nce(fn) -> CheckResult:
+    r"""Check ``fn(pos_logits, neg_logits, n_data)`` = CRD's NCE loss for one batch, against
+    :func:`kdtools.losses.crd_nce_loss` on the scores :math:`e^{l}`:
+
+    .. math::
+        h(l) = \frac{e^{l}}{e^{l} + N/M},\qquad
+        \mathcal L = -\frac1B\sum_b\Big[\log h(l^+_b) + \sum_{k=1}^{N}\log\big(1 - h(l^-_{b,k})\big)\Big]
+
+    with ``pos_logits`` :math:`l^+` ``[B]``, ``neg_logits`` :math:`l^-` ``[B, N]`` (logits
+    :math:`z^{t\top} z^s/\tau`) and ``n_data`` :math:`M`. Four checks: generic logits, N = M, logits as large as
+    τ = 0.07 makes them, the gradient with respect to the positive logits."""
+    return run_checks(
+        fn, name="crd_nce", signature="nce_loss(pos_logits, neg_logits, n_data)",
+        reference=_crd_nce_reference,
+        cases=[_crd_case("3 samples, N = 5 negatives, M = 40", 90, 3, 5, 40, 3.0),
+               _crd_case("2 samples, N = M = 8: every sample drawn once on average", 91, 2, 8, 8, 2.0),
+               _crd_case("unit vectors at τ = 0.07: logits up to ±14.3; 4 samples, N = 328, M = 1,000", 92, 4,
+                         328, 1000, 1 / 0.07),
+               _crd_case("the gradient with respect to the positive logits", 93, 3, 6, 50, 2.0, gradient=True)],
+        mistakes=_CRD_NCE_MISTAKES,
+        error_hints=[ErrorHint(r"size of tensor a \(\d+\) must match|must match the size",
+                               "pos_logits is [B] and neg_logits [B, N]: add a column axis to the positives "
+                               "(pos_logits[:, None]) where you combine them.")],
+        nonfinite_hint="nan or inf: exp of a large logit? In float64 e^14.3 is fine; log of 0 is not.",
+        covers="N/M, summed log(1 − h), batch mean, large logits, gradients",
+        rtol=1e-4, atol=1e-6)
 # ---- end of contrastive representation distillation
 
 

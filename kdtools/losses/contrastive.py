@@ -155,8 +155,16 @@ class CRDLoss(nn.Module):
             raise ValueError("contrast_index[:, 0] must equal index (the positive is column 0)")
 
     def _scores(self, anchor, memory, contrast_index, z_buffer):
-        bank = memory[contrast_index].to(anchor.dtype)  # [B, K+1, feat_dim], a constant
-        scores = torch.exp(torch.bmm(bank, anchor.unsqueeze(2)).squeeze(2) / self.temperature)
+        if contrast_index.numel() >= memory.shape[0]:
+            # as many sampled entries as bank rows (small data sets): one matrix product with the whole bank,
+            # then pick the sampled columns. The same numbers as the gathered product below, but on a CPU
+            # torch.bmm with a single output column is ~20 times slower (B = 64, K = 328, n_data = 1,000)
+            # a copy: the bank is updated in place after the scores, and autograd still needs these values
+            dots = (anchor @ memory.to(anchor.dtype, copy=True).t()).gather(1, contrast_index)
+        else:
+            bank = memory[contrast_index].to(anchor.dtype)  # [B, K+1, feat_dim], a constant
+            dots = torch.bmm(bank, anchor.unsqueeze(2)).squeeze(2)
+        scores = torch.exp(dots / self.temperature)
         if float(z_buffer) < 0:  # the authors fix Z on the first batch
             z_buffer.fill_(float(scores.detach().mean()) * self.n_data)
         return scores / z_buffer.to(anchor.dtype)
