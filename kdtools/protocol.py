@@ -747,10 +747,25 @@ class RKDArm:
         return Method(terms, student_layers=(self.layer,), teacher_layers=(self.layer,))
 
 
+#: the scales of the authors' weights (λ_D, λ_A) = (25, 50) that relational_kd.ipynb tries on a validation split
+RKD_SCALE_GRID: Tuple[float, ...] = (1.0, 0.1, 0.01)
+#: (λ_D, λ_A) chosen on that validation split (one seed; the notebook re-runs the sweep): a tenth of the authors'
+RKD_VALIDATED_WEIGHTS: Tuple[float, float] = (2.5, 5.0)
+#: the names of the two validated arms (without and with KD)
+RKD_VALIDATED_ARMS: Tuple[str, str] = (
+    f"CE + RKD, λ_D = {RKD_VALIDATED_WEIGHTS[0]:g}, λ_A = {RKD_VALIDATED_WEIGHTS[1]:g}",
+    f"CE + KD + RKD, λ_D = {RKD_VALIDATED_WEIGHTS[0]:g}, λ_A = {RKD_VALIDATED_WEIGHTS[1]:g}")
+
 register("CE + RKD", RKDArm(), baseline="student (CE)",
          change="adds RKD-D (weight 25) and RKD-A (weight 50), the authors' weights, on the pooled embedding")
 register("CE + KD + RKD", RKDArm(kd_weight=1.0), baseline="CE + KD",
          change="adds RKD-D (weight 25) and RKD-A (weight 50), the authors' weights, on the pooled embedding")
+register(RKD_VALIDATED_ARMS[0], RKDArm(*RKD_VALIDATED_WEIGHTS), baseline="student (CE)",
+         change="adds RKD-D (weight 2.5) and RKD-A (weight 5), a tenth of the authors' weights, chosen on a "
+                "validation split, on the pooled embedding")
+register(RKD_VALIDATED_ARMS[1], RKDArm(*RKD_VALIDATED_WEIGHTS, kd_weight=1.0), baseline="CE + KD",
+         change="adds RKD-D (weight 2.5) and RKD-A (weight 5), a tenth of the authors' weights, chosen on a "
+                "validation split, on the pooled embedding")
 # ---- end of relational KD
 
 
