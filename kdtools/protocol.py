@@ -880,7 +880,71 @@ register("FSP (two-stage) + KD", FSPArm(kd_weight=1.0), baseline="CE + KD",
 
 
 # ---- Relational KD (notebooks/04_relation/relational_kd.ipynb)
+from .losses import RKD_WEIGHTS as _RKD_WEIGHTS  # noqa: E402  (this block's imports stay in this block)
+from .losses import rkd_angle_loss as _rkd_angle_loss  # noqa: E402
+from .losses import rkd_distance_loss as _rkd_distance_loss  # noqa: E402
 
+#: the RKD paper's classification weights λ_D = 25, λ_A = 50 (also RepDistiller's and mdistiller's defaults)
+RKD_AUTHORS_WEIGHTS: Tuple[float, float] = (_RKD_WEIGHTS["classification"]["distance_weight"],
+                                            _RKD_WEIGHTS["classification"]["angle_weight"])
+
+
+def rkd_terms(distance_weight: float, angle_weight: float, layer: str = EMBEDDING_LAYER) -> Dict[str, tuple]:
+    """``{"rkd-d": (λ_D, term), "rkd-a": (λ_A, term)}`` on the hooked ``layer`` of student and teacher (two terms,
+    so :class:`~kdtools.train.History` logs each); a zero weight leaves its term out."""
+    def distance(step: Step) -> torch.Tensor:
+        return _rkd_distance_loss(step.student_features[layer], step.teacher_features[layer])
+
+    def angle(step: Step) -> torch.Tensor:
+        return _rkd_angle_loss(step.student_features[layer], step.teacher_features[layer])
+    terms = {}
+    if distance_weight:
+        terms["rkd-d"] = (_checks.check_positive(distance_weight, "distance_weight"), distance)
+    if angle_weight:
+        terms["rkd-a"] = (_checks.check_positive(angle_weight, "angle_weight"), angle)
+    if not terms:
+        raise ValueError("distance_weight and angle_weight are both 0: an RKD arm needs at least one of them")
+    return terms
+
+
+@dataclass(frozen=True)
+class RKDArm:
+    """A controlled RKD arm, ``CE + λ_D·RKD-D + λ_A·RKD-A`` (+ ``kd_weight``·KD) on the pooled embedding
+    (:data:`EMBEDDING_LAYER`, ``[B, 4C]``: 16-d for ``cnn-4x1``, 128-d for the teacher; RKD compares
+    relations, so the dimensions may differ). A plain value, so :func:`run_jobs` can send it to a worker."""
+
+    distance_weight: float = RKD_AUTHORS_WEIGHTS[0]
+    angle_weight: float = RKD_AUTHORS_WEIGHTS[1]
+    kd_weight: float = 0.0
+    layer: str = EMBEDDING_LAYER
+
+    def __call__(self, protocol: Protocol) -> Method:
+        terms = {"ce": (CE_WEIGHT, cross_entropy_term), **rkd_terms(self.distance_weight, self.angle_weight,
+                                                                    self.layer)}
+        if self.kd_weight:
+            terms["kd"] = (self.kd_weight, kd_part())
+        return Method(terms, student_layers=(self.layer,), teacher_layers=(self.layer,))
+
+
+#: the scales of the authors' weights (λ_D, λ_A) = (25, 50) that relational_kd.ipynb tries on a validation split
+RKD_SCALE_GRID: Tuple[float, ...] = (1.0, 0.1, 0.01)
+#: (λ_D, λ_A) chosen on that validation split (one seed; the notebook re-runs the sweep): a tenth of the authors'
+RKD_VALIDATED_WEIGHTS: Tuple[float, float] = (2.5, 5.0)
+#: the names of the two validated arms (without and with KD)
+RKD_VALIDATED_ARMS: Tuple[str, str] = (
+    f"CE + RKD, λ_D = {RKD_VALIDATED_WEIGHTS[0]:g}, λ_A = {RKD_VALIDATED_WEIGHTS[1]:g}",
+    f"CE + KD + RKD, λ_D = {RKD_VALIDATED_WEIGHTS[0]:g}, λ_A = {RKD_VALIDATED_WEIGHTS[1]:g}")
+
+register("CE + RKD", RKDArm(), baseline="student (CE)",
+         change="adds RKD-D (weight 25) and RKD-A (weight 50), the authors' weights, on the pooled embedding")
+register("CE + KD + RKD", RKDArm(kd_weight=1.0), baseline="CE + KD",
+         change="adds RKD-D (weight 25) and RKD-A (weight 50), the authors' weights, on the pooled embedding")
+register(RKD_VALIDATED_ARMS[0], RKDArm(*RKD_VALIDATED_WEIGHTS), baseline="student (CE)",
+         change="adds RKD-D (weight 2.5) and RKD-A (weight 5), a tenth of the authors' weights, chosen on a "
+                "validation split, on the pooled embedding")
+register(RKD_VALIDATED_ARMS[1], RKDArm(*RKD_VALIDATED_WEIGHTS, kd_weight=1.0), baseline="CE + KD",
+         change="adds RKD-D (weight 2.5) and RKD-A (weight 5), a tenth of the authors' weights, chosen on a "
+                "validation split, on the pooled embedding")
 # ---- end of relational KD
 
 

@@ -58,6 +58,10 @@ class Recipe:
     omit_class: Optional[int] = None  # removed from the transfer set (Hinton et al.'s omitted 3)
     storage: str = "float32"  # dtype of the stored weights ("float16" halves the file)
     description: str = ""
+    # metric learning (kdtools.retrieval): an EmbeddingNet on `architecture` with this output dimension, trained
+    # with the semi-hard triplet loss on `train_classes` only; its "test accuracy" is Recall@1 on the other classes
+    embedding_dim: Optional[int] = None
+    train_classes: Optional[Tuple[int, ...]] = None
 
 
 def _student(kind: str, seed: int, temperature: Optional[float] = None, **overrides) -> Recipe:
@@ -95,6 +99,11 @@ RECIPES: Dict[str, Recipe] = {
         description="mnist-mlp-teacher continued for 50 more epochs (a second cosine cycle from lr 0.02, same "
                     "dropout, max-norm and jitter), 200 epochs in all."),
 }
+RECIPES["mnist-embedding-teacher"] = Recipe(
+    architecture="cnn-16x1", embedding_dim=64, train_classes=(0, 1, 2, 3, 4), epochs=10, lr=0.05, batch_size=64,
+    seed=0, description="An embedding teacher for relational KD: a cnn-16x1 backbone, a linear 64-d embedding, "
+                        "L2-normalised, trained with the semi-hard triplet loss (margin 0.2) on the 30,596 training "
+                        "images of digits 0-4 only; test accuracy = Recall@1 on the test digits 5-9 (never seen).")
 for _seed in (0, 1, 2):
     RECIPES[f"mnist-mlp-800x2-scratch-s{_seed}"] = _student("trained on the hard labels for 20 epochs", _seed)
     RECIPES[f"mnist-mlp-800x2-kd20-s{_seed}"] = _student(
@@ -206,13 +215,38 @@ def load(name: str = "mnist-cnn-teacher", device=None, on_missing: str = "raise"
         raise ManifestError(f"zoo manifest {manifest_path}: entry {name!r} has no recipe.architecture, so the "
                             f"network cannot be built. Re-create the entry with `python -m kdtools.zoo train "
                             f"{name}` or restore the manifest from the repository.")
-    model = build_model(entry["recipe"]["architecture"], **entry["recipe"].get("model_kwargs", {}))
+    model = _build(entry["recipe"])
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.eval()
     if device is not None:
         model.to(device)
     return model
+
+
+def _build(recipe: dict) -> nn.Module:
+    """The untrained network of a recipe (as stored in the manifest)."""
+    if recipe.get("embedding_dim"):
+        from ..retrieval import EmbeddingNet
+
+        return EmbeddingNet(recipe["architecture"], recipe["embedding_dim"])
+    return build_model(recipe["architecture"], **recipe.get("model_kwargs", {}))
+
+
+def _train_embedding_model(recipe: Recipe, epochs: int, progress: bool):
+    """A metric-learning recipe: the semi-hard triplet loss on the training images of ``train_classes``;
+    ``History.test_acc`` holds one number, the final Recall@1 (%) on the test images of the other classes."""
+    from ..data import load_mnist
+    from ..retrieval import MetricArm, class_subset, train_embedding
+    from ..runtime import seed_everything
+
+    seed_everything(recipe.seed)
+    model = _build(asdict(recipe))
+    run = train_embedding(model, MetricArm(triplet=1.0), class_subset(load_mnist(True), recipe.train_classes),
+                          epochs=epochs, batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,
+                          weight_decay=recipe.weight_decay, seed=recipe.seed, progress=progress)
+    run.test_acc = [_stored_accuracy(model, recipe)[0]]
+    return model, run
 
 
 def history(name: str, manifest_path: Path = MANIFEST) -> Dict[str, list]:
@@ -251,6 +285,8 @@ def train_model(recipe: Recipe, epochs: Optional[int] = None, train_data=None, p
     from ..train import distill, train
 
     epochs = epochs or recipe.epochs
+    if recipe.embedding_dim:
+        return _train_embedding_model(recipe, epochs, progress)
     train_data = train_data if train_data is not None else load_mnist(True)
     transfer, _ = transfer_split(recipe, train_data.labels)
     seed_everything(recipe.seed)
@@ -300,9 +336,6 @@ def train_checkpoint(name: str, checkpoint_dir: Path = CHECKPOINTS, manifest_pat
 
     The destination is checked for write access *before* training starts.
     """
-    from ..data import TensorLoader, load_mnist
-    from ..train import evaluate
-
     if name not in RECIPES:
         raise ValueError(f"no recipe for {name!r}; recipes: {', '.join(RECIPES)}")
     check_writable(checkpoint_dir, manifest_path)
@@ -320,15 +353,15 @@ def train_checkpoint(name: str, checkpoint_dir: Path = CHECKPOINTS, manifest_pat
     torch.save({k: v.detach().cpu().to(dtype) if v.is_floating_point() else v.detach().cpu()
                 for k, v in model.state_dict().items()}, path)
     # the accuracy of the weights as stored (float16 rounding included), next to the trained float32 one
-    stored = build_model(recipe.architecture, **recipe.model_kwargs)
+    stored = _build(asdict(recipe))
     stored.load_state_dict({k: v.float() for k, v in torch.load(path, weights_only=True).items()})
-    stored_acc = evaluate(stored, TensorLoader(load_mnist(False), 1000), device="cpu")
+    stored_acc, test_images = _stored_accuracy(stored, recipe)
     entry = {
         "file": path.name,
         "sha256": sha256(path),
         "recipe": {**asdict(recipe), "epochs": epochs},
         "test_accuracy": stored_acc,
-        "test_errors": round((100.0 - stored_acc) * 100),  # out of the 10,000 test images
+        "test_errors": round((100.0 - stored_acc) * test_images / 100),  # out of all the test images it is scored on
         "test_accuracy_before_storage": run.last_acc,
         "best_test_accuracy": run.best_acc,
         "history": {"test_acc": run.test_acc, "train_loss": [round(x, 6) for x in run.train_loss]},
@@ -345,6 +378,20 @@ def train_checkpoint(name: str, checkpoint_dir: Path = CHECKPOINTS, manifest_pat
     manifest[name] = entry
     Path(manifest_path).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return entry
+
+
+def _stored_accuracy(model: nn.Module, recipe: Recipe) -> Tuple[float, int]:
+    """Test accuracy (%) of a classifier on the 10,000 test images; for an embedding, Recall@1 (%) on the test
+    images of the classes outside ``train_classes``. Returns the accuracy and the number of images scored."""
+    from ..data import TensorLoader, load_mnist
+    from ..train import evaluate
+
+    if recipe.embedding_dim:
+        from ..retrieval import class_subset, embed, recall_at_k
+
+        test = class_subset(load_mnist(False), [c for c in range(10) if c not in recipe.train_classes])
+        return recall_at_k(embed(model.cpu(), test.images), test.labels, ks=(1,))[1], len(test)
+    return evaluate(model, TensorLoader(load_mnist(False), 1000), device="cpu"), 10_000
 
 
 def history_device(model: nn.Module) -> str:
