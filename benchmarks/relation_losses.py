@@ -5,15 +5,22 @@ protocol's (student ``cnn-4x1``: 16-dimensional embedding, 8×7×7 and 16×7×7 
 128-dimensional embedding) for several batch sizes B, and fits the exponent of B in the time. FSP compares
 each example with itself (linear in B), RKD's distances compare pairs (B²) and its angles triplets (B³), CRD
 compares each example with K + 1 entries of a memory bank (linear in B, times K). The minimum over repeats is
-reported, which is robust to other jobs on the machine. Usage: ``python benchmarks/relation_losses.py``.
+reported, which is robust to other jobs on the machine. Then, as ``feature_methods.py`` does for Module 3,
+the seconds per epoch of the registered Module 4 arms on the shared protocol relative to CE.
+Usage: ``python benchmarks/relation_losses.py [epochs]``.
 The figures feed the table on the Module 4 page (book/04_relation.md).
 """
+import sys
 import time
 
 import numpy as np
 import torch
 
+import feature_methods  # noqa: E402  (the benchmark next to this one)
+from kdtools import protocol
 from kdtools.losses import CRDLoss, fsp_loss, rkd_angle_loss, rkd_distance_loss
+
+ARMS = ("student (CE)", "CE + KD", "FSP (two-stage)", "CE + RKD", "CE + CRD", "CE + CRD, N = M")
 
 BATCHES = (32, 64, 128, 256)
 STUDENT_DIM, TEACHER_DIM = 16, 128
@@ -64,3 +71,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    feature_methods.main(int(sys.argv[1]) if len(sys.argv) > 1 else 5, arms=ARMS,
+                         protocols={"FSP (two-stage)": protocol.fsp_protocol()})

@@ -360,8 +360,9 @@ def render_shared_protocol_table(rows: Iterable[dict], root: Optional[Path] = No
     lines.sort(key=lambda line: line[0])
     sizes = sorted({r["test_images"] for r in shared if r.get("test_images")})
     out = ["## Every method on the shared protocol", "",
-           "The arms of every lesson that trains on the shared protocol of `kdtools.protocol` (one teacher, "
-           "1,000 training images, one budget, the same seeds): they compare like with like across lessons. "
+           "The arms of every lesson that trains on the shared protocol of `kdtools.protocol` (1,000 training "
+           "images, one budget, the same seeds, the zoo's CNN teacher and the `cnn-4x1` student unless the model "
+           "column names different ones): they compare like with like across lessons. "
            + (f"Test set: {' or '.join(f'{s:,}'.replace(',', chr(0x2009)) for s in sizes)} images." if sizes else ""),
            "", "```{table}", ":class: kd-results", "",
            "| method | last epoch (%) | best epoch (%) | model (teacher → student) | epochs | lessons |",
@@ -373,6 +374,39 @@ def render_shared_protocol_table(rows: Iterable[dict], root: Optional[Path] = No
             shown.append(format_values(metric, list(seeds.values()), len(seeds)) if seeds else "-")
         links = ", ".join(_lesson_link(nb, root) for nb in lessons)
         out.append("| " + " | ".join(_cell(c) for c in [method, *shown, _models(teacher, student), epochs, links]) + " |")
+    out += ["```", ""]
+    return "\n".join(out)
+
+
+_RECALL = re.compile(r"^recall@(\d+) \(%\)$")
+
+
+def render_retrieval_table(rows: Iterable[dict], root: Optional[Path] = None) -> str:
+    """Every model evaluated by retrieval (metrics ``recall@K (%)``): one line per model and setting, one
+    column per K, mean ± std over seeds; ``""`` when no lesson recorded any."""
+    recall = [(int(m.group(1)), r) for r in rows for m in [_RECALL.match(r["metric"])] if m]
+    if not recall:
+        return ""
+    ks = sorted({k for k, _ in recall})
+    models: Dict[tuple, Dict[int, List[dict]]] = {}
+    for k, r in recall:
+        key = (r["notebook"], r["method"], r["teacher"], r["student"], r.get("setting") or "")
+        models.setdefault(key, {}).setdefault(k, []).append(r)
+    order = lesson_order(root)
+    rank = lambda nb: (order.index(nb), nb) if nb in order else (len(order), nb)  # noqa: E731
+    out = ["## Retrieval", "",
+           "Models trained for metric learning and evaluated by nearest-neighbour retrieval: Recall@K is the "
+           "percentage of test images whose K nearest neighbours (by embedding distance) include one of their "
+           "own class. Beside the classification table above, not comparable with it.", "",
+           "```{table}", ":class: kd-results", "",
+           "| method | " + " | ".join(f"R@{k} (%)" for k in ks) + " | model (teacher → student) | setting | lesson |",
+           "|---|" + "---|" * len(ks) + "---|---|---|"]
+    for notebook, method, teacher, student, setting in sorted(models, key=lambda key: rank(key[0])):
+        by_k = models[notebook, method, teacher, student, setting]
+        shown = [format_values(f"recall@{k} (%)", [r["value"] for r in by_k[k]],
+                               sum(r["seed"] is not None for r in by_k[k])) if k in by_k else "-" for k in ks]
+        out.append("| " + " | ".join(_cell(c) for c in [method, *shown, _models(teacher, student), setting,
+                                                         _lesson_link(notebook, root)]) + " |")
     out += ["```", ""]
     return "\n".join(out)
 
@@ -394,6 +428,7 @@ def render_table(rows: Iterable[dict], root: Optional[Path] = None, skipped: Ite
     order = lesson_order(root)
     rank = lambda nb: (order.index(nb), nb) if nb in order else (len(order), nb)  # noqa: E731
     out = [render_shared_protocol_table(rows, root)] if any(r.get("protocol") == "shared" for r in rows) else []
+    out += [table for table in [render_retrieval_table(rows, root)] if table]
     for notebook in sorted(lessons, key=rank):
         entries = lessons[notebook]
         path = _notebook_file(notebook, root)

@@ -242,3 +242,17 @@ def test_shared_protocol_table_merges_a_baseline_that_lessons_share():
     assert [line.rsplit("|", 2)[1].strip() for line in lines[1:]] == ["lesson_a", "lesson_b"]
     assert "other" not in table and "Test set: 2\u2009000 images." in table
     assert results.render_shared_protocol_table([rows[-1]]) == ""
+
+
+def test_retrieval_table_has_one_line_per_model_and_one_column_per_k():
+    def recall_row(method, k, seed, value):
+        return {**_shared_row("lesson_r", method, seed, value, metric=f"recall@{k} (%)"), "protocol": None,
+                "setting": "unseen digits"}
+    rows = [recall_row("RKD", k, seed, v + k) for k in (1, 8) for seed, v in ((0, 80.0), (1, 82.0))]
+    rows += [recall_row("teacher", 1, None, 90.0), _shared_row("lesson_r", "CE + KD", 0, 95.0)]
+    table = results.render_retrieval_table(rows)
+    assert "| method | R@1 (%) | R@8 (%) |" in table
+    assert "| RKD | 82.00 ± 1.41 (2 seeds) | 89.00 ± 1.41 (2 seeds) |" in table
+    assert "| teacher | 90.00 | - |" in table  # one run, no recall@8 recorded
+    assert "CE + KD" not in table
+    assert results.render_retrieval_table(rows[-1:]) == ""
