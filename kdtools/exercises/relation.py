@@ -174,7 +174,7 @@ def check_rkd_angle_potential(fn) -> CheckResult:
         mistakes=_RKD_ANGLE_MISTAKES, error_hints=_RKD_ANGLE_ERRORS,
         nonfinite_hint="a degenerate triple divides a zero vector by its zero length: F.normalize (which "
                        "divides by max(‖v‖, ε)) gives 0 instead of nan, then set those entries to 0.",
-        covers="the vertex, unit vectors, their direction, degenerate triples, a batch of 48",
+        covers="vertex, normalising, direction, degenerate, B = 48",
         rtol=1e-6, atol=1e-9)
 # ---- end of relational KD
 
@@ -274,7 +274,7 @@ def check_crd_nce(fn) -> CheckResult:
                                "pos_logits is [B] and neg_logits [B, N]: add a column axis to the positives "
                                "(pos_logits[:, None]) where you combine them.")],
         nonfinite_hint="nan or inf: exp of a large logit? In float64 e^14.3 is fine; log of 0 is not.",
-        covers="N/M, summed log(1 − h), batch mean, large logits, gradients",
+        covers="N/M, Σ log(1 − h), batch mean, large logits, gradients",
         rtol=1e-4, atol=1e-6)
 # ---- end of contrastive representation distillation
 
