@@ -3,8 +3,9 @@
 The package mirrors the course's taxonomy: :mod:`kdtools.losses` (one module per family of
 knowledge: response, feature, relation, contrastive, sequence, detection), plus the shared
 machinery every notebook uses: :mod:`~kdtools.data`, :mod:`~kdtools.models`,
-:mod:`~kdtools.audio` (spoken digits), :mod:`~kdtools.features`, :mod:`~kdtools.train`,
-:mod:`~kdtools.zoo`, :mod:`~kdtools.results` and :mod:`~kdtools.bench`.
+:mod:`~kdtools.features`, :mod:`~kdtools.train`, :mod:`~kdtools.zoo`, :mod:`~kdtools.results` and
+:mod:`~kdtools.bench`. Code that only one module of the course needs lives in that module's subpackage
+(:mod:`kdtools.paradigms` for Module 5: spoken-digit audio, peers, synthesis, generations, assistants).
 """
 __version__ = "0.1.0"
 

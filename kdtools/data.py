@@ -320,3 +320,14 @@ def mnist_loaders(batch_size: int = 128, seed: int = 0, train_subset: int | None
         test = test.subset(stratified_subset(test.labels, per_class=test_subset, seed=seed))
     return (TensorLoader(train, batch_size, shuffle=True, seed=seed, augment=augment),
             TensorLoader(test, 1000, shuffle=False))
+
+
+def load_fsdd(train: bool = True, root: str | os.PathLike | None = None, download: Optional[bool] = None,
+              verify: bool = True) -> TensorData:
+    """The Free Spoken Digit Dataset as ``[N, 1, 32, 32]`` log-mel "images", loaded like :func:`load_mnist`.
+
+    The features, the split and the checks are documented in :mod:`kdtools.paradigms.audio`, which this
+    forwards to (the audio code lives with Module 5, the only module that hears).
+    """
+    from .paradigms.audio import load_fsdd as _load_fsdd  # imported here: the audio module imports this one
+    return _load_fsdd(train=train, root=root, download=download, verify=verify)

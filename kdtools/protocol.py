@@ -1141,6 +1141,25 @@ register("CE + CRD, 3 teachers", CRDArm(teachers=CRD_ENSEMBLE), baseline="CE + C
 # ---- end of contrastive representation distillation
 
 
+# --------------------------------------------------------------------------- Module 5: paradigms
+# Arms of Module 5 that fit the shared protocol (a student trained against the shared teacher's data and budget),
+# so the cross-method table gets their rows; the lessons' own machinery lives in kdtools.paradigms.
+
+# ---- Deep mutual learning (notebooks/05_paradigms/deep_mutual_learning.ipynb)
+# (arms of this lesson go here, if any)
+# ---- end of deep mutual learning
+
+
+# ---- Born-again networks (notebooks/05_paradigms/born_again.ipynb)
+# (arms of this lesson go here, if any)
+# ---- end of born-again networks
+
+
+# ---- Teacher assistants (notebooks/05_paradigms/teacher_assistant.ipynb)
+# (arms of this lesson go here, if any)
+# ---- end of teacher assistants
+
+
 @functools.lru_cache(maxsize=4)
 def _protocol_data(train_per_class: int, data_seed: int, test_per_class: Optional[int]):
     # every method and seed of a notebook uses the same subsets: decode and select them once

@@ -1,4 +1,4 @@
-"""kdtools.audio: FSDD features, file checks, the download path (mocked) and the pairing with MNIST."""
+"""kdtools.paradigms.audio: FSDD features, file checks, the download path (mocked) and the pairing with MNIST."""
 import math
 import os
 import shutil
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdtools import audio
+from kdtools.paradigms import audio
 
 LOCAL = audio.recordings_dir()
 needs_fsdd = pytest.mark.skipif(not all((LOCAL / n).is_file() for n in list(audio.release_checksums())[:3]),
@@ -161,3 +161,10 @@ def test_pairing_refuses_bad_input_by_name():
         audio.paired_mnist_indices(labels.float(), labels, seed=0)
     with pytest.raises(ValueError, match="seed must be a non-negative int, got -1"):
         audio.paired_mnist_indices(labels, labels, seed=-1)
+
+
+@needs_fsdd
+def test_kdtools_data_loads_fsdd_like_mnist():
+    from kdtools.data import load_fsdd
+    test = load_fsdd(train=False, download=False)
+    assert test.images.shape == (300, 1, 32, 32) and torch.equal(test.labels, audio.load_fsdd(False).labels)

@@ -36,8 +36,9 @@ CHECKERS = {
 # Module 3 and later: every check_* function a module defines is exported (each lesson adds its own)
 from . import feature as _feature  # noqa: E402
 from . import relation as _relation  # noqa: E402
+from . import paradigms as _paradigms  # noqa: E402
 
-for _module in (_feature, _relation):
+for _module in (_feature, _relation, _paradigms):
     for _name in _module.__all__:
         globals()[_name] = CHECKERS[_name] = getattr(_module, _name)
 

@@ -39,7 +39,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
-from .data import TensorData, default_data_root, sha256
+from ..data import TensorData, default_data_root, sha256
 
 SAMPLE_RATE = 8_000
 DURATION_S = 1.0
@@ -54,7 +54,7 @@ N_RECORDINGS = {"train": 2_700, "test": 300}
 FSDD_RELEASE = "v1.0.10"
 FSDD_URL = ("https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/"
             f"{FSDD_RELEASE}.tar.gz")
-_CHECKSUMS = Path(__file__).resolve().parent / "data_files" / "FSDD_SHA256SUMS"
+_CHECKSUMS = Path(__file__).resolve().parent.parent / "data_files" / "FSDD_SHA256SUMS"
 _NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
 
 
