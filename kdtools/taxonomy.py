@@ -48,18 +48,19 @@ GROUPS: Dict[str, str] = {
 }
 
 _M1 = "notebooks/01_foundations/"
+_M5 = "notebooks/05_paradigms/"
 TAXONOMY: Tuple[Box, ...] = (
     Box("Response-based\n(logits, soft targets)", "knowledge", ("book/02_response",)),
     Box("Feature-based\n(hints, attention maps)", "knowledge", ("book/03_feature",)),
     Box("Relation-based\n(FSP, distances, angles)", "knowledge", ("book/04_relation",)),
     Box("Offline\n(pretrained teacher)", "scheme", (_M1 + "general_recipe_and_taxonomy", "book/02_response")),
-    Box("Online\n(mutual learning)", "scheme", ("book/05_paradigms",)),
-    Box("Self-distillation\n(born-again)", "scheme", ("book/05_paradigms",)),
+    Box("Online\n(mutual learning)", "scheme", (_M5 + "deep_mutual_learning", "book/05_paradigms")),
+    Box("Self-distillation\n(born-again)", "scheme", (_M5 + "born_again", "book/05_paradigms")),
     Box("Multi-teacher\n(ensembles)", "algorithm", (_M1 + "model_compression", "book/01_foundations")),
-    Box("Cross-modal", "algorithm", ("book/04_relation",)),
+    Box("Cross-modal", "algorithm", (_M5 + "cross_modal", "book/05_paradigms")),
     Box("Attention-based", "algorithm", ("book/03_feature",)),
     Box("Graph-based", "algorithm", ("book/04_relation",)),
-    Box("Data-free", "algorithm", ("book/05_paradigms",)),
+    Box("Data-free", "algorithm", (_M5 + "data_free_kd", "book/05_paradigms")),
     Box("Adversarial", "algorithm", ("book/bibliography",), covered=False),
     Box("Quantized", "algorithm", ("book/bibliography",), covered=False),
     Box("Lifelong", "algorithm", ("book/bibliography",), covered=False),
