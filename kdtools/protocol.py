@@ -31,7 +31,7 @@ from .data import TensorLoader, load_mnist, stratified_subset
 from .features import extract
 from .losses import ConvRegressor, _checks, at_loss, dkd_loss, dkd_terms, dkd_warmup_factor, hint_loss, nst_loss
 from .models import build_model
-from .runtime import is_smoke, seed_everything
+from .runtime import is_smoke, map_in_processes, seed_everything
 from .train import History, Step, cross_entropy_term, fit, kd_term
 
 
@@ -1284,15 +1284,7 @@ def _in_processes(work: Callable, jobs: Sequence[tuple], workers: int) -> list:
     jobs = [tuple(job) for job in jobs]
     for method, _, _ in jobs:
         _factory(method)  # an unknown arm fails here, not in a worker
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    if workers == 1 or len(jobs) < 2:
-        return [work(job) for job in jobs]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(work, jobs))
+    return map_in_processes(work, jobs, workers)
 
 
 def run_jobs(jobs: Sequence[Tuple[Union[str, MethodFactory], int, Protocol]], workers: int = 2):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .losses import _checks, rkd_angle_loss, rkd_distance_loss
+from .runtime import map_in_processes
 
 __all__ = [
     "SEEN_CLASSES", "UNSEEN_CLASSES", "RECALL_KS", "TRIPLET_MARGIN", "EmbeddingNet",
@@ -295,12 +296,4 @@ def run_student_jobs(jobs: Sequence[Tuple[MetricArm, int, int, dict]], workers: 
     for job in jobs:
         if len(job) != 4 or not isinstance(job[0], MetricArm):
             raise ValueError(f"each job must be (MetricArm, dim, seed, setting), got {job!r}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    if workers == 1 or len(jobs) < 2:
-        return [_student_job(job) for job in jobs]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_student_job, jobs))
+    return map_in_processes(_student_job, jobs, workers)

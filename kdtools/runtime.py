@@ -102,3 +102,22 @@ def setup(seed: int = 0, device: str | None = None, verbose: bool = True) -> Ses
         if in_colab() and session.device.type == "cpu":
             print("Tip: Runtime > Change runtime type > GPU makes the training cells several times faster.")
     return session
+
+
+def map_in_processes(work, jobs, workers: int = 2) -> list:
+    """``[work(job) for job in jobs]``, in ``workers`` spawned processes when there are two or more jobs.
+
+    ``work`` must be a module-level function and the jobs picklable; each job should seed itself and use one
+    thread (``torch.set_num_threads(1)``) so that its result does not depend on ``workers``. Results come back
+    in the jobs' order; ``workers=1`` runs everything in this process (what a debugger wants).
+    """
+    jobs = list(jobs)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers == 1 or len(jobs) < 2:
+        return [work(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(work, jobs))

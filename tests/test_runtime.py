@@ -41,3 +41,15 @@ def test_setup_reports_mode_and_version(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert session.smoke and session.mode == "smoke" and session.seed == 3
     assert f"kdtools {kdtools.__version__}" in out and "SMOKE" in out and "device cpu" in out
+
+
+def _square(x):
+    return x * x
+
+
+def test_map_in_processes_keeps_the_jobs_order_and_equals_the_serial_map():
+    from kdtools.runtime import map_in_processes
+    assert map_in_processes(_square, [3, 1, 2], workers=2) == map_in_processes(_square, [3, 1, 2], workers=1) \
+        == [9, 1, 4]
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        map_in_processes(_square, [1, 2], workers=0)
