@@ -1383,17 +1383,22 @@ LAST_EPOCH, BEST_EPOCH = "test accuracy, last epoch (%)", "test accuracy, best e
 
 
 def record(recorder, method: str, histories: Sequence[History], protocol: Optional[Protocol] = None,
-           setting: Optional[str] = None) -> None:
+           setting: Optional[str] = None, *, teacher: Optional[str] = None, student: Optional[str] = None) -> None:
     """Write one last-epoch and one best-epoch test-accuracy row per seed, tagged with the protocol's
-    pair, the test-set size and ``setting`` (default: the protocol's training set and budget)."""
+    pair, the test-set size and ``setting`` (default: the protocol's training set and budget).
+
+    teacher / student: override the pair's names, for arms outside the registry (``"-"`` for no teacher, e.g.
+    mutual learning); rows of another student than the protocol's are not marked as shared-protocol rows."""
     protocol = protocol or active_protocol()
     if len(histories) != len(protocol.seeds):
         raise ValueError(f"got {len(histories)} histories for the protocol's {len(protocol.seeds)} seeds")
     uses_teacher = _factory(method)(protocol).uses_teacher if method in METHODS else True
+    teacher = teacher if teacher is not None else (protocol.teacher if uses_teacher else "-")
+    student = student or protocol.student
+    shared = {"protocol": "shared"} if student == protocol.student else {}
     setting = setting or (f"shared protocol: {protocol.train_per_class * 10} training images, "
                           f"{protocol.epochs} epochs")
     for seed, history in zip(protocol.seeds, histories):
         for metric, value in ((LAST_EPOCH, history.last_acc), (BEST_EPOCH, history.best_acc)):
-            recorder.record(method, metric, value, teacher=protocol.teacher if uses_teacher else "-",
-                            student=protocol.student, seed=seed, epochs=history.epochs, protocol="shared",
-                            test_images=test_images(protocol), setting=setting)
+            recorder.record(method, metric, value, teacher=teacher, student=student, seed=seed,
+                            epochs=history.epochs, test_images=test_images(protocol), setting=setting, **shared)
