@@ -175,12 +175,118 @@ def check_dml_losses(fn) -> CheckResult:
 
 
 # ---- Born-again networks (notebooks/05_paradigms/born_again.ipynb)
-# (this lesson's checkers go here)
+import torch as _ban_torch  # noqa: E402  (this block's imports stay in this block)
+
+
+def _ban_reference(logits, temperature):
+    return (logits / temperature).softmax(2).mean(0)
+
+
+def _ban_args(seed, k, batch, classes, temperature):
+    gen = _ban_torch.Generator().manual_seed(seed)
+    return 3 * _ban_torch.randn(k, batch, classes, generator=gen), temperature
+
+
+def _ban_cases():
+    return [
+        Case("3 generations, 4 images, 10 classes, T = 1", lambda: _ban_args(100, 3, 4, 10, 1.0), {"T": 1.0}),
+        Case("2 generations, 5 images, 3 classes, T = 2", lambda: _ban_args(101, 2, 5, 3, 2.0), {"T": 2.0}),
+        Case("5 generations, 2 images, 10 classes, T = 4", lambda: _ban_args(102, 5, 2, 10, 4.0), {"T": 4.0}),
+        Case("the gradient with respect to the logits, 4 generations, T = 2", lambda: _ban_args(103, 4, 3, 6, 2.0),
+             {"T": 2.0}, gradient=True),
+    ]
+
+
+_BAN_LOGIT_MEAN = ("you averaged the LOGITS and then took one softmax: BANE averages the generations'\n"
+                   "  PROBABILITIES, mean_k softmax(z_k / T); a softmax of mean logits is a different distribution\n"
+                   "  (a geometric rather than arithmetic mean of the members).")
+_BAN_NO_T = ("divide the logits by the temperature before the softmax (here T = {T}): softmax(z_k / T).")
+_BAN_SUM = ("you summed the generations' probabilities: their MEAN is the ensemble's distribution (each row must\n"
+            "  sum to 1).")
+_BAN_LOG = ("return probabilities, not log-probabilities: mean_k softmax(z_k / T), each row summing to 1.")
+
+_BAN_MISTAKES = [
+    Mistake(_BAN_LOGIT_MEAN, lambda z, T: (z.mean(0) / T).softmax(1)),
+    Mistake(_BAN_NO_T, lambda z, T: z.softmax(2).mean(0)),
+    Mistake(_BAN_SUM, lambda z, T: (z / T).softmax(2).sum(0)),
+    Mistake(_BAN_LOG, lambda z, T: (z / T).softmax(2).mean(0).log()),
+]
+
+
+def check_bane_targets(fn) -> CheckResult:
+    r"""Check ``fn(logits, temperature)`` = the born-again ensemble's target distribution
+    :math:`\bar p = \frac1K\sum_k \mathrm{softmax}(z_k / T)` for the generations' logits ``[K, B, C]``,
+    shape ``[B, C]``.
+
+    Four checks: T = 1, 2 and 4 with 2 to 5 generations, and the gradient.
+    """
+    return run_checks(
+        fn, name="bane_targets", signature="bane_targets(logits, temperature)", reference=_ban_reference,
+        cases=_ban_cases(), mistakes=_BAN_MISTAKES,
+        error_hints=[ErrorHint(r"size of tensor|must match|dimension",
+                               "take the softmax over the class axis (the last one) of every generation's "
+                               "[B, C] logits, then average over the generation axis (the first one).")],
+        covers="probabilities averaged over generations, the temperature, gradients", rtol=1e-4, atol=1e-6)
 # ---- end of born-again networks
 
 
 # ---- Teacher assistants (notebooks/05_paradigms/teacher_assistant.ipynb)
-# (this lesson's checkers go here)
+import torch as _ta_torch  # noqa: E402  (this block's imports stay in this block)
+
+
+def _ta_closest(accs, target):
+    return _ta_torch.argmin((accs - target).abs())
+
+
+def _ta_reference(teacher_acc, student_acc, assistant_accs):
+    return _ta_closest(assistant_accs, (teacher_acc + student_acc) / 2)
+
+
+def _ta_case(description, teacher_acc, student_acc, accs):
+    return Case(description, lambda: (teacher_acc, student_acc, _ta_torch.tensor(accs)),
+                {"mid": (teacher_acc + student_acc) / 2})
+
+
+def _ta_cases():
+    return [
+        _ta_case("teacher 99.7, student 80.0, five made-up assistants", 99.7, 80.0, [100.0, 99.5, 89.0, 81.0, 60.0]),
+        _ta_case("teacher 99.0, student 70.0, assistants in increasing order", 99.0, 70.0, [72.0, 83.0, 86.0, 97.0]),
+        _ta_case("teacher 95.0, student 60.0, the best assistant is not the one in the middle", 95.0, 60.0,
+                 [78.0, 94.0, 65.0]),
+        _ta_case("one assistant only", 99.0, 90.0, [93.0]),
+    ]
+
+
+_TA_BEST = ("you picked the most accurate assistant: the rule picks the one whose accuracy is CLOSEST to the\n"
+            "  average of the teacher's and the student's accuracies (here {mid:.2f}), not the best one.")
+_TA_TEACHER = ("you picked the assistant closest to the TEACHER's accuracy: the rule aims at the midpoint between\n"
+               "  teacher and student, (teacher_acc + student_acc) / 2 = {mid:.2f}.")
+_TA_STUDENT = ("you picked the assistant closest to the STUDENT's accuracy: the rule aims at the midpoint between\n"
+               "  teacher and student, (teacher_acc + student_acc) / 2 = {mid:.2f}.")
+_TA_SIGNED = ("you took the smallest signed difference: use the absolute distance |accuracy − {mid:.2f}|, so that an\n"
+              "  assistant below the midpoint can win too.")
+
+_TA_MISTAKES = [
+    Mistake(_TA_BEST, lambda t, s, a: _ta_torch.argmax(a)),
+    Mistake(_TA_TEACHER, lambda t, s, a: _ta_closest(a, t)),
+    Mistake(_TA_STUDENT, lambda t, s, a: _ta_closest(a, s)),
+    Mistake(_TA_SIGNED, lambda t, s, a: _ta_torch.argmin(a - (t + s) / 2)),
+]
+
+
+def check_pick_assistant(fn) -> CheckResult:
+    r"""Check ``fn(teacher_acc, student_acc, assistant_accs)`` = the index of the assistant whose accuracy is
+    closest to :math:`(a_T + a_S)/2`, the "TA near the average accuracy" rule; ``assistant_accs`` is a 1-D
+    tensor, the answer an index (an int or a 0-d integer tensor).
+
+    Four checks: four assistants, increasing order, a best assistant far from the midpoint, one assistant.
+    """
+    return run_checks(
+        fn, name="pick_assistant", signature="pick_assistant(teacher_acc, student_acc, assistant_accs)",
+        reference=_ta_reference, cases=_ta_cases(), mistakes=_TA_MISTAKES,
+        error_hints=[ErrorHint(r"argmin|argmax|abs", "assistant_accs is a tensor: (assistant_accs - target).abs() "
+                                                      "gives every distance, .argmin() the closest one's index.")],
+        covers="the midpoint of teacher and student, absolute distances, an index", rtol=0.0, atol=0.0)
 # ---- end of teacher assistants
 
 
