@@ -100,6 +100,7 @@ ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {
     "cnn-8x1": lambda **kw: SmallCNN(width=8, depth=1, **kw),
     "cnn-4x1": lambda **kw: SmallCNN(width=4, depth=1, **kw),   # the shared protocol's student
     "cnn-4x3": lambda **kw: SmallCNN(width=4, depth=3, **kw),   # thinner and deeper than cnn-32x2 (FitNets)
+    "cnn-2x1": lambda **kw: SmallCNN(width=2, depth=1, **kw),   # the teacher-assistant lesson's very small student
 }
 
 
