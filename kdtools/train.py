@@ -45,6 +45,15 @@ LossTerm = Callable[[Step], torch.Tensor]
 Weight = Union[float, Callable[[int], float]]  # a constant, or a function of the (0-based) epoch
 
 
+def frozen(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode with every parameter's ``requires_grad`` off: a teacher that training cannot
+    change, even by accident (returned for chaining)."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def cross_entropy_term(step: Step) -> torch.Tensor:
     """Cross-entropy of the student's logits with the hard labels."""
     return F.cross_entropy(step.student_logits, step.labels)
@@ -73,7 +82,8 @@ class History:
 
     @property
     def epochs(self) -> int:
-        return len(self.train_loss)
+        """Epochs recorded: of training losses, or of test accuracies for a history built from those alone."""
+        return max(len(self.train_loss), len(self.test_acc))
 
     @property
     def last_acc(self) -> float:

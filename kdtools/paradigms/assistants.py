@@ -25,19 +25,13 @@ from torch import nn
 from .. import zoo
 from ..models import ARCHITECTURES, build_model
 from ..runtime import map_in_processes, seed_everything
-from ..train import History, cross_entropy_term, evaluate, fit, kd_term
+from ..train import History, cross_entropy_term, evaluate, fit, frozen, kd_term
 
 __all__ = ["KD_TEMPERATURE", "distill_chain", "StudyRun", "assistant_study", "run_study_jobs"]
 
 KD_TEMPERATURE = 4.0
 _OBJECTIVE = {"ce": (1.0, cross_entropy_term), "kd": (1.0, kd_term(KD_TEMPERATURE))}
 
-
-def _frozen(model: nn.Module) -> nn.Module:
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 def _check_chain(chain) -> None:
@@ -57,7 +51,7 @@ def _train_link(architecture: str, teacher: nn.Module, train_loader, test_loader
     history = fit(model, train_loader, test_loader, epochs=epochs, lr=lr, seed=seed, teacher=teacher,
                   terms=_OBJECTIVE if teacher is not None else None, cache_teacher_logits=teacher is not None,
                   progress=False)
-    return history, _frozen(model)
+    return history, frozen(model)
 
 
 def distill_chain(chain: Sequence[Union[str, nn.Module]], train_loader, test_loader, *, epochs: int, seed: int,
@@ -67,7 +61,7 @@ def distill_chain(chain: Sequence[Union[str, nn.Module]], train_loader, test_loa
     ``seed``. Returns every trained link's history and network (the last is the student). A chain of length 2
     is plain KD."""
     _check_chain(chain)
-    teacher = _frozen(zoo.load(chain[0]) if isinstance(chain[0], str) else chain[0])
+    teacher = frozen(zoo.load(chain[0]) if isinstance(chain[0], str) else chain[0])
     histories, models = [], []
     for architecture in chain[1:]:
         history, teacher = _train_link(architecture, teacher, train_loader, test_loader, epochs, seed, lr)
@@ -97,7 +91,7 @@ def assistant_study(teacher: str, student: str, assistants: Sequence[str], chain
         if name not in ARCHITECTURES:
             raise ValueError(f"{name!r} is not an architecture of kdtools.models.ARCHITECTURES")
     start = time.perf_counter()
-    big = _frozen(zoo.load(teacher))
+    big = frozen(zoo.load(teacher))
     run = StudyRun(teacher_acc=evaluate(big, test_loader))
     run.students["CE"], _ = _train_link(student, None, train_loader, test_loader, epochs, seed, lr)
     run.students["T → S"], _ = _train_link(student, big, train_loader, test_loader, epochs, seed, lr)

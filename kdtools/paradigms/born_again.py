@@ -28,7 +28,7 @@ from torch import nn
 
 from ..models import build_model
 from ..runtime import map_in_processes, seed_everything
-from ..train import History, cross_entropy_term, evaluate, fit, kd_term
+from ..train import History, cross_entropy_term, evaluate, fit, frozen, kd_term
 
 __all__ = ["BAN_TEMPERATURE", "ProbabilityEnsemble", "GenerationsRun", "train_generations", "run_generation_jobs"]
 
@@ -62,12 +62,6 @@ class GenerationsRun:
     seconds: float = 0.0
 
 
-def _frozen(model: nn.Module) -> nn.Module:
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
 
 def train_generations(architecture: str, n_generations: int, train_loader, test_loader, *, epochs: int, seed: int,
                       lr: float = 0.05, distil_ensemble: bool = True, **fit_options) -> Tuple[GenerationsRun, list]:
@@ -87,7 +81,7 @@ def train_generations(architecture: str, n_generations: int, train_loader, test_
         history = fit(model, train_loader, test_loader, epochs=epochs, lr=lr, seed=seed * 100 + k,
                       teacher=teacher, terms=objective if teacher is not None else None,
                       cache_teacher_logits=teacher is not None, progress=False, **fit_options)
-        models.append(_frozen(model))
+        models.append(frozen(model))
         run.histories.append(history)
         run.ensemble_acc.append(evaluate(ProbabilityEnsemble(models[1:]), test_loader) if k else None)
     if distil_ensemble:
@@ -96,7 +90,7 @@ def train_generations(architecture: str, n_generations: int, train_loader, test_
         run.bane_student = fit(student, train_loader, test_loader, epochs=epochs, lr=lr,
                                seed=seed * 100 + n_generations + 1, teacher=ProbabilityEnsemble(models[1:]),
                                terms=objective, cache_teacher_logits=True, progress=False, **fit_options)
-        models.append(_frozen(student))
+        models.append(frozen(student))
     run.seconds = time.perf_counter() - start
     return run, models
 
