@@ -240,14 +240,20 @@ class AudioTeacher:
 
 
 def train_audio_teacher(epochs: int = AUDIO_TEACHER_EPOCHS, pair_seed: int = PAIR_SEED) -> AudioTeacher:
-    """Train :class:`AudioTeacher` (one process, seeded; a few seconds per epoch)."""
+    """Train :class:`AudioTeacher` (this process, seeded, one thread like the arms' runs, so the teacher does
+    not depend on the CPU's thread count; a few seconds per epoch)."""
     start = time.perf_counter()
     data = paired_data(pair_seed)
-    seed_everything(0)
-    teacher = build_model("cnn-16x1")
-    history = fit(teacher, TensorLoader(data.audio_train, 64, shuffle=True, seed=0),
-                  TensorLoader(data.audio_test, 300), epochs=epochs, lr=LR, seed=0, progress=False)
-    logits, _ = teacher_outputs(teacher, data.audio_train.images)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seed_everything(0)
+        teacher = build_model("cnn-16x1")
+        history = fit(teacher, TensorLoader(data.audio_train, 64, shuffle=True, seed=0),
+                      TensorLoader(data.audio_test, 300), epochs=epochs, lr=LR, seed=0, progress=False)
+        logits, _ = teacher_outputs(teacher, data.audio_train.images)
+    finally:
+        torch.set_num_threads(threads)
     return AudioTeacher(logits, history.last_acc, time.perf_counter() - start)
 
 
