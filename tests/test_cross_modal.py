@@ -43,9 +43,9 @@ def test_label_free_kd_loss_names_bad_arguments(table, index, match):
 
 def test_every_label_free_arm_trains_on_the_teachers_labels_and_unknown_names_fail():
     assert [a for a, spec in xm.ARMS.items() if spec.labels == "true"] == ["audio labels (CE)"]
-    assert all(spec.ce or spec.kd for spec in xm.ARMS.values())  # every arm trains the classifier
+    assert all(spec.ce or spec.kd or spec.probe for spec in xm.ARMS.values())  # every arm trains the head
     with pytest.raises(ValueError, match="arm must be one of"):
-        xm.train_audio_student("CRD only", 0, 1)
+        xm.train_audio_student("CRD", 0, 1)
     with pytest.raises(ValueError, match="source must be one of"):
         xm.train_image_student("audio labels", 0, 1)
 
@@ -70,3 +70,19 @@ def test_paired_data_pairs_same_digits_and_the_label_free_student_never_sees_a_l
     assert torch.equal(seen[0], data.teacher_labels[keep])
     with pytest.raises(ValueError, match="audio_logits must be \\[2700, 10\\]"):
         xm.train_image_student("audio teacher (KD)", 0, 1, audio_logits=torch.zeros(3, 10))
+
+
+def test_probe_term_trains_the_head_only_on_the_detached_embedding():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(6, 3)
+    embedding = torch.randn(4, 6, requires_grad=True)
+    labels = torch.tensor([0, 2, 1, 2])
+    step = xm.Step(images=torch.zeros(4, 1), labels=labels, index=torch.arange(4),
+                   student_logits=torch.zeros(4, 3), student_features={"embedding": embedding})
+    loss = xm.probe_term(head)(step)
+    # by hand: CE of the head's logits on the embedding with the given labels
+    logits = embedding.detach() @ head.weight.detach().T + head.bias.detach()
+    expected = -(logits.log_softmax(1)[torch.arange(4), labels]).mean()
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert embedding.grad is None and head.weight.grad is not None and head.weight.grad.abs().sum() > 0

@@ -87,7 +87,7 @@ def check_label_free_kd_loss(fn) -> CheckResult:
         error_hints=[ErrorHint(r"size of tensor|must match|shape",
                                "look up the batch's teacher rows first, teacher_logits_table[index] ([B, C]), "
                                "then compare them with the student's [B, C] logits row by row.")],
-        covers="the paired rows, KL(p^t ‖ p^s), T², the batch mean, gradients", rtol=1e-4, atol=1e-6)
+        covers="paired rows, KL(p^t ‖ p^s), T², batch mean, gradient", rtol=1e-4, atol=1e-6)
 # ---- end of cross-modal KD
 
 
