@@ -385,7 +385,7 @@ class TransferStudy:
     student: str = "cnn-8x1"
     images: int = 2000            # transfer images per arm (sklearn's digits have 1,797)
     epochs: int = 20
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 0.05              # SGD, momentum 0.9, cosine, as the shared protocol
     temperature: float = 4.0
     test_per_class: Optional[int] = None  # None: all 10,000 MNIST test images
@@ -457,3 +457,11 @@ def transfer_study(names, seeds, study: TransferStudy = TransferStudy(), workers
     jobs = [(name, seed, study) for name in names for seed in seeds]
     histories = map_in_processes(distill_on, jobs, workers)
     return {name: [h for (n, _, _), h in zip(jobs, histories) if n == name] for name in names}
+
+
+@torch.no_grad()
+def teacher_embedding(teacher: nn.Module, images: torch.Tensor, layer: str = "embedding") -> torch.Tensor:
+    """The teacher's pooled feature vectors (a SmallCNN's ``embedding``) of ``images``, in chunks."""
+    from ..features import extract
+
+    return torch.cat([extract(teacher, [layer], chunk)[layer] for chunk in images.split(2000)])
