@@ -170,7 +170,69 @@ def check_dml_losses(fn) -> CheckResult:
 
 
 # ---- Data-free KD (notebooks/05_paradigms/data_free_kd.ipynb)
-# (this lesson's checkers go here)
+import torch as _df_torch  # noqa: E402  (this block's imports stay in this block)
+
+
+def _df_reference(features, running_mean, running_var):
+    dims = [0, 2, 3]
+    mean, var = features.mean(dims), features.var(dims, unbiased=False)
+    return _df_torch.linalg.vector_norm(var - running_var) + _df_torch.linalg.vector_norm(mean - running_mean)
+
+
+def _df_args(seed, batch, channels, size, scale=1.0):
+    gen = _df_torch.Generator().manual_seed(seed)
+    features = scale * _df_torch.randn(batch, channels, size, size, generator=gen) + 0.5
+    running_mean = _df_torch.randn(channels, generator=gen)
+    running_var = _df_torch.rand(channels, generator=gen) + 0.5
+    return features, running_mean, running_var
+
+
+def _df_cases():
+    return [
+        Case("a batch of 4 maps, 3 channels, 5x5", lambda: _df_args(200, 4, 3, 5)),
+        Case("a batch of 2 maps, 8 channels, 3x3 (few samples per channel)", lambda: _df_args(201, 2, 8, 3, 2.0)),
+        Case("a batch of 16 maps, 1 channel, 7x7", lambda: _df_args(202, 16, 1, 7, 0.5)),
+        Case("the gradient with respect to the features, 3 maps, 4 channels", lambda: _df_args(203, 3, 4, 2),
+             gradient=True),
+    ]
+
+
+_DF_UNBIASED = ("use the BIASED variance (divide by N, torch's var(..., unbiased=False)), as BatchNorm normalises\n"
+                "  with and the authors' hook computes; the unbiased one divides by N - 1.")
+_DF_SQUARED = ("take the L2 NORM of each difference, not its square: ||var - running_var||_2 + "
+               "||mean - running_mean||_2.")
+_DF_PER_SAMPLE = ("the statistics are per CHANNEL over the batch AND the spatial positions (dims 0, 2, 3), as\n"
+                  "  BatchNorm computes them; you averaged per image first.")
+_DF_STD = ("compare VARIANCES (BatchNorm stores running_var), not standard deviations.")
+_DF_MEAN_ONLY = ("the loss has two terms: the variance difference AND the mean difference.")
+
+_DF_MISTAKES = [
+    Mistake(_DF_UNBIASED, lambda f, m, v: _df_torch.linalg.vector_norm(f.var([0, 2, 3]) - v)
+            + _df_torch.linalg.vector_norm(f.mean([0, 2, 3]) - m)),
+    Mistake(_DF_SQUARED, lambda f, m, v: ((f.var([0, 2, 3], unbiased=False) - v) ** 2).sum()
+            + ((f.mean([0, 2, 3]) - m) ** 2).sum()),
+    Mistake(_DF_PER_SAMPLE, lambda f, m, v: _df_torch.linalg.vector_norm(
+        f.var([2, 3], unbiased=False).mean(0) - v) + _df_torch.linalg.vector_norm(f.mean([2, 3]).mean(0) - m)),
+    Mistake(_DF_STD, lambda f, m, v: _df_torch.linalg.vector_norm(f.std([0, 2, 3], unbiased=False) - v.sqrt())
+            + _df_torch.linalg.vector_norm(f.mean([0, 2, 3]) - m)),
+    Mistake(_DF_MEAN_ONLY, lambda f, m, v: _df_torch.linalg.vector_norm(f.mean([0, 2, 3]) - m)),
+]
+
+
+def check_bn_statistics_loss(fn) -> CheckResult:
+    r"""Check ``fn(features, running_mean, running_var)`` = DeepInversion's loss for one BatchNorm layer,
+    :math:`\lVert \sigma^2(x) - \sigma^2_{BN}\rVert_2 + \lVert \mu(x) - \mu_{BN}\rVert_2`, with the per-channel
+    mean and biased variance of the ``[B, C, H, W]`` input over the batch and spatial axes.
+
+    Four checks: three shapes and the gradient.
+    """
+    return run_checks(
+        fn, name="bn_statistics_loss", signature="bn_statistics_loss(features, running_mean, running_var)",
+        reference=_df_reference, cases=_df_cases(), mistakes=_DF_MISTAKES,
+        error_hints=[ErrorHint(r"size of tensor|must match|dimension",
+                               "reduce over dims (0, 2, 3) so the mean and variance have one value per channel, "
+                               "the shape of running_mean.")],
+        covers="per-channel statistics, the biased variance, unsquared norms, gradients", rtol=1e-4, atol=1e-6)
 # ---- end of data-free KD
 
 

@@ -6,6 +6,8 @@ argument) and documents its equation, paper, default hyperparameters and where t
 code differs from the paper. ``LOSSES`` maps a method's short name to its loss function.
 """
 from .contrastive import CRDLoss, CRDQueueLoss, crd_nce_loss
+from .data_free import (DAFL_WEIGHTS, IMAGE_PRIOR_WEIGHTS, batch_statistics, dafl_losses, deepinversion_bn_loss,
+                        image_prior_loss, total_variation)
 from .detection import foreground_weighted_feature_loss, localization_distillation_loss
 from .feature import NST_KERNELS, ConvRegressor, at_loss, attention_map, hint_loss, nst_loss
 from .relation import RKD_WEIGHTS, fsp_loss, fsp_matrix, rkd_angle_loss, rkd_distance_loss, rkd_loss
@@ -28,6 +30,9 @@ LOSSES = {
     "token_kd": token_kd_loss,
     "ld": localization_distillation_loss,
     "fg_feature": foreground_weighted_feature_loss,
+    "deepinversion_bn": deepinversion_bn_loss,
+    "image_prior": image_prior_loss,
+    "dafl": dafl_losses,
 }
 
 __all__ = [
@@ -44,4 +49,7 @@ __all__ = [
     "token_kd_loss",
     # detection
     "localization_distillation_loss", "foreground_weighted_feature_loss",
+    # data-free
+    "batch_statistics", "deepinversion_bn_loss", "total_variation", "image_prior_loss", "dafl_losses",
+    "DAFL_WEIGHTS", "IMAGE_PRIOR_WEIGHTS",
 ]

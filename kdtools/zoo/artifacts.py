@@ -1,0 +1,144 @@
+"""Shipped artefacts that are not classifiers (a generator's weights, a synthesised data set).
+
+They live next to the classifier checkpoints (``checkpoints/``) but in their own manifest,
+``artifacts.json``: each entry has the file's sha256, the recipe (a builder function of the course, by its
+import path, and its keyword arguments) that produced it, what the builder reported (``info``) and the
+seconds it took. :func:`load_artifact` verifies the checksum before returning the tensors.
+
+Reproduce an artefact with ``python -m kdtools.zoo.artifacts train NAME [--out DIR]``; list them with
+``python -m kdtools.zoo.artifacts list``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, Tuple
+
+import torch
+
+from . import CHECKPOINTS, ZOO_DIR, ChecksumError, ManifestError, check_writable, read_manifest
+from ..data import sha256
+
+ARTIFACT_MANIFEST = ZOO_DIR / "artifacts.json"
+
+
+@dataclass(frozen=True)
+class ArtifactRecipe:
+    """``builder`` ("package.module:function") is called with ``kwargs`` and returns
+    ``(tensors: Dict[str, Tensor], info: dict)``; the tensors are saved as they are returned."""
+
+    builder: str
+    kwargs: Dict = field(default_factory=dict)
+    description: str = ""
+
+
+ARTIFACT_RECIPES: Dict[str, ArtifactRecipe] = {
+    "mnist-dafl-generator": ArtifactRecipe(
+        builder="kdtools.paradigms.data_free:build_dafl_generator",
+        kwargs=dict(teacher="mnist-cnn-4x3-teacher", student="cnn-8x1", iterations=1500, batch_size=128, seed=0),
+        description="DAFL (Chen et al. 2019) generator trained against mnist-cnn-4x3-teacher without any MNIST "
+                    "training image, alternating with a cnn-8x1 student distilled on its samples; float16."),
+    "mnist-deepinversion-set": ArtifactRecipe(
+        builder="kdtools.paradigms.data_free:build_deepinversion_set",
+        kwargs=dict(teacher="mnist-cnn-4x3-teacher", per_class=200, batch_per_class=20, steps=300, seed=0),
+        description="2,000 DeepInversion (Yin et al. 2020) images, 200 per class, synthesised from "
+                    "mnist-cnn-4x3-teacher alone (300 Adam steps per batch of 200), stored as uint8 pixels."),
+}
+
+
+def _builder(recipe: ArtifactRecipe):
+    module, _, function = recipe.builder.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def _entry(name: str, manifest_path: Path) -> dict:
+    manifest = read_manifest(manifest_path, missing_ok=False)
+    if name not in manifest:
+        hint = (f" It has a recipe: build it with `python -m kdtools.zoo.artifacts train {name}`."
+                if name in ARTIFACT_RECIPES else "")
+        raise ValueError(f"unknown zoo artefact {name!r}; known: {', '.join(sorted(manifest)) or '(none)'}.{hint}")
+    entry = manifest[name]
+    if not entry.get("file") or not entry.get("sha256"):
+        raise ManifestError(f"artefact manifest {manifest_path}: entry {name!r} has no file or sha256; "
+                            f"re-create it with `python -m kdtools.zoo.artifacts train {name}`.")
+    return entry
+
+
+def load_artifact(name: str, checkpoint_dir: Path = CHECKPOINTS,
+                  manifest_path: Path = ARTIFACT_MANIFEST) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """``(tensors, entry)`` of artefact ``name`` after checking its sha256 against the manifest."""
+    entry = _entry(name, Path(manifest_path))
+    path = Path(checkpoint_dir) / entry["file"]
+    if not path.is_file():
+        raise ChecksumError(f"zoo artefact {name!r} is missing: {path} does not exist. Re-create it with "
+                            f"`python -m kdtools.zoo.artifacts train {name}`.")
+    actual = sha256(path)
+    if actual != entry["sha256"]:
+        raise ChecksumError(f"zoo artefact {name!r} is corrupt: sha256 of {path} is {actual}, the manifest says "
+                            f"{entry['sha256']}. Re-create it with `python -m kdtools.zoo.artifacts train {name}`.")
+    return torch.load(path, map_location="cpu", weights_only=True), entry
+
+
+def store_artifact(name: str, tensors: Dict[str, torch.Tensor], info: dict, seconds: float,
+                   checkpoint_dir: Path = CHECKPOINTS, manifest_path: Path = ARTIFACT_MANIFEST) -> dict:
+    """Save what ``ARTIFACT_RECIPES[name]``'s builder returned and record it in the manifest."""
+    if name not in ARTIFACT_RECIPES:
+        raise ValueError(f"no artefact recipe for {name!r}; recipes: {', '.join(ARTIFACT_RECIPES)}")
+    checkpoint_dir, manifest_path = Path(checkpoint_dir), Path(manifest_path)
+    check_writable(checkpoint_dir, manifest_path)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    path = checkpoint_dir / f"{name}.pt"
+    torch.save({k: v.detach().cpu() for k, v in tensors.items()}, path)
+    manifest = read_manifest(manifest_path)
+    manifest[name] = {
+        "file": path.name,
+        "sha256": sha256(path),
+        "recipe": asdict(ARTIFACT_RECIPES[name]),
+        "info": info,
+        "train_seconds": round(seconds, 1),
+        "trained_with": f"torch {torch.__version__}, cpu, {platform.machine()}, "
+                        f"{torch.get_num_threads()} thread(s)",
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest[name]
+
+
+def train_artifact(name: str, checkpoint_dir: Path = CHECKPOINTS, manifest_path: Path = ARTIFACT_MANIFEST,
+                   **overrides) -> dict:
+    """Run ``name``'s builder (``overrides`` replace recipe kwargs, e.g. for a quick try) and store the result."""
+    if name not in ARTIFACT_RECIPES:
+        raise ValueError(f"no artefact recipe for {name!r}; recipes: {', '.join(ARTIFACT_RECIPES)}")
+    check_writable(checkpoint_dir, manifest_path)
+    recipe = ARTIFACT_RECIPES[name]
+    start = time.perf_counter()
+    tensors, info = _builder(recipe)(**{**recipe.kwargs, **overrides})
+    return store_artifact(name, tensors, info, time.perf_counter() - start, checkpoint_dir, manifest_path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m kdtools.zoo.artifacts", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="shipped artefacts")
+    train = sub.add_parser("train", help="re-build an artefact from its recipe and update the manifest")
+    train.add_argument("name", choices=sorted(ARTIFACT_RECIPES))
+    train.add_argument("--out", type=Path, default=None, help="write into DIR (and DIR/artifacts.json)")
+    args = parser.parse_args()
+    if args.command == "list":
+        for name, entry in read_manifest(ARTIFACT_MANIFEST).items():
+            print(f"{name}: {entry['recipe']['description']}")
+        return 0
+    checkpoint_dir, manifest = (args.out, args.out / "artifacts.json") if args.out else (CHECKPOINTS,
+                                                                                        ARTIFACT_MANIFEST)
+    torch.set_num_threads(1)
+    entry = train_artifact(args.name, checkpoint_dir, manifest)
+    print(f"{args.name}: sha256 {entry['sha256']}, {entry['train_seconds']} s -> {checkpoint_dir / entry['file']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
