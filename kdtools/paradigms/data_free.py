@@ -18,7 +18,7 @@ from torch import nn
 from ..data import MNIST_MEAN, MNIST_STD, TensorData, TensorLoader, load_mnist
 from ..losses import dafl_losses, deepinversion_bn_loss, image_prior_loss, kd_loss
 from ..runtime import seed_everything
-from ..train import evaluate
+from ..train import evaluate, frozen
 
 #: normalised value of a black (0) and a white (1) MNIST pixel: synthetic images are kept in this range
 PIXEL_RANGE = ((0.0 - MNIST_MEAN) / MNIST_STD, (1.0 - MNIST_MEAN) / MNIST_STD)
@@ -92,9 +92,7 @@ def deepinversion(teacher: nn.Module, targets: torch.Tensor, config: InversionCo
         raise ValueError(f"config.steps must be >= 1, got {config.steps}")
     gen = seed_everything(seed)
     was_training = teacher.training
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    frozen(teacher)
     images = torch.randn(len(targets), 1, 28, 28, generator=gen).requires_grad_(True)
     optimizer = torch.optim.Adam([images], lr=config.lr, betas=(0.5, 0.9))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
@@ -214,9 +212,7 @@ def train_dafl(teacher: nn.Module, student: nn.Module, generator: Generator, con
     authors decay at epochs 80 and 160 of 200). Returns a log: per-term losses, student test accuracy every
     ``eval_every`` iterations, seconds."""
     seed_everything(seed)
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    frozen(teacher)
     features = {}
     handle = dict(teacher.named_modules())[config.feature_layer].register_forward_hook(
         lambda module, inputs, output: features.__setitem__("f", output))
