@@ -165,15 +165,19 @@ def _entry(name: str, manifest: Dict[str, dict], manifest_path: Path = MANIFEST)
 def verify(name: str, checkpoint_dir: Path = CHECKPOINTS, manifest_path: Path = MANIFEST) -> Path:
     """Path of ``name``'s checkpoint after checking it exists and matches the manifest's sha256."""
     entry = _entry(name, read_manifest(manifest_path, missing_ok=False), manifest_path)
-    path = Path(checkpoint_dir) / entry["file"]
+    return check_file(Path(checkpoint_dir) / entry["file"], entry["sha256"], f"zoo checkpoint {name!r}",
+                      f"python -m kdtools.zoo train {name}")
+
+
+def check_file(path: Path, expected_sha256: str, what: str, rebuild: str) -> Path:
+    """``path`` after checking that it exists and has ``expected_sha256``; otherwise a :class:`ChecksumError`
+    naming ``what`` and the command ``rebuild`` that re-creates it (checkpoints and data-free artefacts alike)."""
     if not path.is_file():
-        raise ChecksumError(f"zoo checkpoint {name!r} is missing: {path} does not exist. "
-                            f"Re-create it with `python -m kdtools.zoo train {name}`.")
+        raise ChecksumError(f"{what} is missing: {path} does not exist. Re-create it with `{rebuild}`.")
     actual = sha256(path)
-    if actual != entry["sha256"]:
-        raise ChecksumError(f"zoo checkpoint {name!r} is corrupt: sha256 of {path} is {actual}, the manifest "
-                            f"says {entry['sha256']}. Re-create it with `python -m kdtools.zoo train {name}` "
-                            f"(or restore the file from the repository).")
+    if actual != expected_sha256:
+        raise ChecksumError(f"{what} is corrupt: sha256 of {path} is {actual}, the manifest says {expected_sha256}. "
+                            f"Re-create it with `{rebuild}` (or restore the file from the repository).")
     return path
 
 

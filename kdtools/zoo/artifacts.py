@@ -21,7 +21,7 @@ from typing import Dict, Tuple
 
 import torch
 
-from . import CHECKPOINTS, ZOO_DIR, ChecksumError, ManifestError, check_writable, read_manifest
+from . import CHECKPOINTS, ZOO_DIR, ManifestError, check_file, check_writable, read_manifest
 from ..data import sha256
 
 ARTIFACT_MANIFEST = ZOO_DIR / "artifacts.json"
@@ -73,14 +73,8 @@ def load_artifact(name: str, checkpoint_dir: Path = CHECKPOINTS,
                   manifest_path: Path = ARTIFACT_MANIFEST) -> Tuple[Dict[str, torch.Tensor], dict]:
     """``(tensors, entry)`` of artefact ``name`` after checking its sha256 against the manifest."""
     entry = _entry(name, Path(manifest_path))
-    path = Path(checkpoint_dir) / entry["file"]
-    if not path.is_file():
-        raise ChecksumError(f"zoo artefact {name!r} is missing: {path} does not exist. Re-create it with "
-                            f"`python -m kdtools.zoo.artifacts train {name}`.")
-    actual = sha256(path)
-    if actual != entry["sha256"]:
-        raise ChecksumError(f"zoo artefact {name!r} is corrupt: sha256 of {path} is {actual}, the manifest says "
-                            f"{entry['sha256']}. Re-create it with `python -m kdtools.zoo.artifacts train {name}`.")
+    path = check_file(Path(checkpoint_dir) / entry["file"], entry["sha256"], f"zoo artefact {name!r}",
+                      f"python -m kdtools.zoo.artifacts train {name}")
     return torch.load(path, map_location="cpu", weights_only=True), entry
 
 
