@@ -4,7 +4,9 @@ One module per lesson (``notebooks/05_paradigms/``), each holding the machinery 
 (losses stay in :mod:`kdtools.losses`):
 
 - :mod:`~kdtools.paradigms.audio` — the Free Spoken Digit Dataset as log-mel "images" and its pairing with
-  MNIST, for cross-modal distillation (the student's modality differs from the teacher's);
+  MNIST, the data of cross-modal distillation (also loaded by :func:`kdtools.data.load_fsdd`);
+- :mod:`~kdtools.paradigms.cross_modal` — the paired data set, the label-free arms and the reverse direction
+  (the student's modality differs from the teacher's);
 - :mod:`~kdtools.paradigms.mutual` — deep mutual learning (no pre-trained teacher: peers teach each other);
 - :mod:`~kdtools.paradigms.data_free` — DeepInversion and generator-based synthesis (no training data);
 - :mod:`~kdtools.paradigms.born_again` — born-again generations (no bigger teacher);
