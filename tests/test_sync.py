@@ -32,6 +32,13 @@ def test_header_cells_come_from_the_configured_repository(tmp_path):
     assert "/notebooks/" not in cells[0]["source"]
     assert 'kdtools @ git+https://github.com/me/course@dev' in cells[1]["source"]
     assert 'if "google.colab" in sys.modules' in cells[1]["source"]
+    assert "kdtools[applications]" not in cells[1]["source"]
+
+
+def test_module_6_installs_the_applications_extra(tmp_path):
+    path = tmp_path / "notebooks" / "06_applications" / "a.ipynb"
+    cells = sync_notebooks.header_cells(path, "https://github.com/me/course", "dev", root=tmp_path)
+    assert 'kdtools[applications] @ git+https://github.com/me/course@dev' in cells[1]["source"]
 
 
 def test_out_of_sync_notebook_is_detected_and_fixed(tmp_path, monkeypatch):

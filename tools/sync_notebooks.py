@@ -67,6 +67,9 @@ def colab_url(notebook_path: Path, url: str, branch: str, root: Path = ROOT) -> 
 
 def header_cells(notebook_path: Path, url: str, branch: str, root: Path = ROOT) -> List[dict]:
     colab = colab_url(notebook_path, url, branch, root)
+    rel_parts = notebook_path.resolve().relative_to(root.resolve()).parts
+    # Module 6 needs the optional packages (mAP, the CMU dictionary, edit distances) of kdtools[applications]
+    package = "kdtools[applications]" if "06_applications" in rel_parts else "kdtools"
     badge = {
         "cell_type": "markdown",
         "metadata": {HEADER_KEY: "badge"},
@@ -79,7 +82,7 @@ def header_cells(notebook_path: Path, url: str, branch: str, root: Path = ROOT) 
             "# In Colab, install kdtools from the course repository; locally `make lab` already did.",
             "import sys",
             "if \"google.colab\" in sys.modules:",
-            f"    %pip install --quiet \"kdtools @ git+{url}@{branch}\"",
+            f"    %pip install --quiet \"{package} @ git+{url}@{branch}\"",
         ]),
         "execution_count": None,
         "outputs": [],

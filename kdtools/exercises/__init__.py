@@ -37,8 +37,9 @@ CHECKERS = {
 from . import feature as _feature  # noqa: E402
 from . import relation as _relation  # noqa: E402
 from . import paradigms as _paradigms  # noqa: E402
+from . import applications as _applications  # noqa: E402
 
-for _module in (_feature, _relation, _paradigms):
+for _module in (_feature, _relation, _paradigms, _applications):
     for _name in _module.__all__:
         globals()[_name] = CHECKERS[_name] = getattr(_module, _name)
 
