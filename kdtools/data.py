@@ -331,3 +331,12 @@ def load_fsdd(train: bool = True, root: str | os.PathLike | None = None, downloa
     """
     from .paradigms.audio import load_fsdd as _load_fsdd  # imported here: the audio module imports this one
     return _load_fsdd(train=train, root=root, download=download, verify=verify)
+
+
+def load_digit_canvases(split: str = "train", n: int = 1000, seed: int = 0, root: str | os.PathLike | None = None,
+                        **options):
+    """Deterministic multi-digit detection and segmentation canvases built from MNIST (boxes, classes, pixel
+    masks), for Module 6. Documented in :func:`kdtools.applications.canvases.make_digit_canvases`, which this
+    forwards to (``options``: ``size``, ``scales``, ``max_digits``)."""
+    from .applications.canvases import make_digit_canvases  # imported here: that module imports this one
+    return make_digit_canvases(split, n, seed=seed, root=root, **options)

@@ -1,0 +1,354 @@
+r"""A small dense one-stage detector in the style of GFL, its training, decoding and COCO-style mAP.
+
+The detector (:class:`DenseDetector`) sees a canvas (:mod:`kdtools.applications.canvases`) through a small CNN
+whose last map (``neck``, stride 4) feeds two branches at every location of the map:
+
+- **classification**: one logit per class (sigmoid scores, no background class), trained with GFL's Quality
+  Focal Loss so that a location's score estimates the IoU of its box — the score *is* the localisation quality;
+- **box**: for each of the four edges (left, top, right, bottom) a distribution over ``n_bins`` distances
+  :math:`0, 1, \dots, n_{bins}-1` (in units of the stride) from the location to that edge — GFL's general
+  distribution. The box is decoded from the expected distances. Localization distillation
+  (:func:`kdtools.losses.localization_distillation_loss`) needs exactly these distributions.
+
+Paper: X. Li, W. Wang, L. Wu, S. Chen, X. Hu, J. Li, J. Tang, J. Yang, "Generalized Focal Loss: Learning Qualified
+and Distributed Bounding Boxes for Dense Object Detection", NeurIPS 2020. The loss (:func:`gfl_losses`) follows
+the authors' ``GFLHead``: QFL with β = 2 averaged over the positives, GIoU loss (weight 2) and Distribution Focal
+Loss (weight 0.25) both weighted by the detached classification score and divided by the sum of those weights.
+What we simplify, for a CPU: one feature level instead of an FPN; positives by FCOS's centre sampling (locations
+inside the box within 1.5 strides of its centre, plus the location nearest the centre) instead of ATSS; plain
+3×3 convolutions with batch norm instead of a ResNet and GroupNorm heads.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import batched_nms, box_iou, generalized_box_iou_loss
+
+from ..losses import foreground_weighted_feature_loss, localization_distillation_loss
+from .canvases import DigitCanvases
+
+__all__ = ["DenseDetector", "assign_targets", "gfl_losses", "decode_boxes", "detect", "mean_average_precision",
+           "train_detector", "box_mask", "matched_quality", "make_canvases", "load_teacher",
+           "build_detector_teacher"]
+
+STRIDE = 4  # pixels per location of the neck map
+
+
+def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out),
+                         nn.ReLU(inplace=True))
+
+
+class DenseDetector(nn.Module):
+    """``width`` sets every layer's channels (w, 2w, 4w); ``forward`` returns ``(class_logits, edge_logits)``:
+    ``[B, n_classes, H/4, W/4]`` and ``[B, 4, n_bins, H/4, W/4]``. Named layers for hooks: ``backbone.neck``
+    (the ``[B, 4w, H/4, W/4]`` map both branches read), ``cls_tower``, ``box_tower``."""
+
+    def __init__(self, width: int = 16, n_classes: int = 10, n_bins: int = 8):
+        super().__init__()
+        if not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive int, got {width!r}")
+        if not isinstance(n_bins, int) or n_bins < 2:
+            raise ValueError(f"n_bins must be an int >= 2, got {n_bins!r}")
+        self.width, self.n_classes, self.n_bins, self.stride = width, n_classes, n_bins, STRIDE
+        w = width
+        self.backbone = nn.Sequential()
+        self.backbone.add_module("stage1", _conv(1, w))
+        self.backbone.add_module("stage2", _conv(w, 2 * w, stride=2))
+        self.backbone.add_module("stage3", _conv(2 * w, 4 * w, stride=2))
+        self.backbone.add_module("neck", nn.Sequential(_conv(4 * w, 4 * w), _conv(4 * w, 4 * w)))
+        self.cls_tower, self.box_tower = _conv(4 * w, 4 * w), _conv(4 * w, 4 * w)
+        self.cls_out = nn.Conv2d(4 * w, n_classes, 1)
+        self.box_out = nn.Conv2d(4 * w, 4 * n_bins, 1)
+        nn.init.constant_(self.cls_out.bias, -math.log(99.0))  # scores start at 0.01: focal losses' prior
+
+    @property
+    def feature_channels(self) -> int:
+        return 4 * self.width
+
+    def forward(self, images: torch.Tensor):
+        feat = self.backbone(images)
+        cls = self.cls_out(self.cls_tower(feat))
+        edges = self.box_out(self.box_tower(feat))
+        b, _, h, w = edges.shape
+        return cls, edges.view(b, 4, self.n_bins, h, w)
+
+
+def _centres(height: int, width: int, stride: int, device=None) -> torch.Tensor:
+    """``[H·W, 2]`` pixel centres (x, y) of the map's locations, row by row."""
+    ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
+    return torch.stack([xs.flatten(), ys.flatten()], 1).float() * stride + stride / 2
+
+
+def assign_targets(boxes: torch.Tensor, labels: torch.Tensor, height: int, width: int, stride: int = STRIDE,
+                   radius: float = 1.5):
+    """Which object each location learns: ``(assigned [B, H·W] int64, -1 = background; target_boxes [B, H·W, 4])``.
+
+    A location is positive for an object when its centre lies inside the object's box and within ``radius``
+    strides of the box centre (FCOS's centre sampling); the location nearest each box centre is always positive,
+    so thin digits (a "1") get one too. A location claimed by several objects goes to the smallest box.
+    ``boxes`` ``[B, K, 4]`` xyxy pixels, ``labels`` ``[B, K]`` with -1 on padding.
+    """
+    if boxes.dim() != 3 or boxes.shape[-1] != 4 or labels.shape != boxes.shape[:2]:
+        raise ValueError(f"boxes must be [B, K, 4] and labels [B, K], got shapes {tuple(boxes.shape)} and "
+                         f"{tuple(labels.shape)}")
+    centres = _centres(height, width, stride, boxes.device)  # [L, 2]
+    if boxes.shape[1] == 0:  # canvases without objects: every location is background
+        return (torch.full((boxes.shape[0], len(centres)), -1, dtype=torch.long, device=boxes.device),
+                boxes.new_zeros(boxes.shape[0], len(centres), 4))
+    cx, cy = centres[:, 0][None, :, None], centres[:, 1][None, :, None]  # [1, L, 1]
+    x1, y1, x2, y2 = (boxes[..., i][:, None, :] for i in range(4))  # [B, 1, K]
+    bcx, bcy = (x1 + x2) / 2, (y1 + y2) / 2
+    inside = (cx >= x1) & (cx < x2) & (cy >= y1) & (cy < y2)
+    near = ((cx - bcx).abs() < radius * stride) & ((cy - bcy).abs() < radius * stride)
+    valid = (labels >= 0)[:, None, :]
+    nearest = torch.zeros_like(inside).scatter_(1, ((cx - bcx) ** 2 + (cy - bcy) ** 2).argmin(1, keepdim=True),
+                                                True)
+    candidate = ((inside & near) | nearest) & valid  # [B, L, K]
+    area = ((x2 - x1) * (y2 - y1)).expand_as(candidate).masked_fill(~candidate, float("inf"))
+    smallest = area.argmin(2)  # [B, L]
+    assigned = torch.where(candidate.any(2), smallest, torch.full_like(smallest, -1))
+    target_boxes = boxes.gather(1, assigned.clamp_min(0)[..., None].expand(-1, -1, 4))
+    return assigned, target_boxes
+
+
+def decode_boxes(edge_logits: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
+    """``[B, H·W, 4]`` xyxy boxes from ``[B, 4, n_bins, H, W]`` edge logits: each edge at its expected distance
+    :math:`\\sum_i i\\,\\mathrm{softmax}(z)_i` strides from the location's centre."""
+    b, _, n_bins, h, w = edge_logits.shape
+    probs = edge_logits.softmax(2)
+    bins = torch.arange(n_bins, dtype=probs.dtype, device=probs.device).view(1, 1, n_bins, 1, 1)
+    dist = (probs * bins).sum(2).flatten(2).transpose(1, 2) * stride  # [B, L, 4]: left, top, right, bottom
+    centres = _centres(h, w, stride, edge_logits.device).to(dist.dtype)[None]
+    return torch.cat([centres - dist[..., :2], centres + dist[..., 2:]], -1)
+
+
+def _distribution_focal_loss(edge_logits: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
+    """GFL's DFL per edge: ``[N, 4]`` from logits ``[N, 4, n_bins]`` and real-valued target distances ``[N, 4]``:
+    cross-entropy to the two bins around the target, weighted by closeness (their mean lands on the target)."""
+    left = distances.floor().long()
+    right_weight = distances - left
+    log_p = edge_logits.log_softmax(-1)
+    return -(log_p.gather(-1, left[..., None])[..., 0] * (1 - right_weight)
+             + log_p.gather(-1, (left + 1)[..., None])[..., 0] * right_weight)
+
+
+def gfl_losses(class_logits: torch.Tensor, edge_logits: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
+               stride: int = STRIDE) -> Dict[str, torch.Tensor]:
+    """GFL's three terms for a batch, with what LD and feature imitation need: ``{"qfl", "giou", "dfl",
+    "positive" [B, L] bool, "quality" [P] (the detached score weights of the positives)}``.
+
+    Quality Focal Loss (β = 2): binary cross-entropy of every class logit against the soft target "IoU of the
+    predicted box with its object" (0 elsewhere), scaled by :math:`|\\sigma(z) - y|^2`, summed and divided by the
+    number of positives. GIoU loss on the decoded boxes and DFL on the edges, at the positives only, each
+    weighted by the positive's detached max class score and divided by the sum of those scores (GFLHead).
+    """
+    b, n_classes, h, w = class_logits.shape
+    assigned, target_boxes = assign_targets(boxes, labels, h, w, stride)
+    positive = assigned >= 0
+    n_pos = max(int(positive.sum()), 1)
+    logits = class_logits.flatten(2).transpose(1, 2)  # [B, L, C]
+    pred_boxes = decode_boxes(edge_logits, stride)
+    pos_pred, pos_target = pred_boxes[positive], target_boxes[positive]
+    with torch.no_grad():
+        iou = box_iou(pos_pred, pos_target).diagonal() if len(pos_pred) else pos_pred.new_zeros(0)
+        quality = logits[positive].sigmoid().max(1).values
+    pos_labels = labels.gather(1, assigned.clamp_min(0))[positive] if labels.shape[1] else labels.new_zeros(0)
+    soft_target = torch.zeros_like(logits)
+    soft_target[positive] = F.one_hot(pos_labels, n_classes).to(logits.dtype) * iou[:, None]
+    scale = (logits.sigmoid() - soft_target).abs().pow(2)
+    qfl = (F.binary_cross_entropy_with_logits(logits, soft_target, reduction="none") * scale).sum() / n_pos
+    weight_sum = quality.sum().clamp_min(1e-6)
+    giou = (generalized_box_iou_loss(pos_pred, pos_target, reduction="none") * quality).sum() / weight_sum
+    centres = _centres(h, w, stride, boxes.device).expand(b, -1, -1)[positive]
+    distances = torch.cat([centres - pos_target[:, :2], pos_target[:, 2:] - centres], 1) / stride
+    n_bins = edge_logits.shape[2]
+    distances = distances.clamp(0, n_bins - 1 - 0.01)
+    pos_edges = edge_logits.flatten(3).permute(0, 3, 1, 2)[positive]  # [P, 4, n_bins]
+    dfl = (_distribution_focal_loss(pos_edges, distances).mean(1) * quality).sum() / weight_sum
+    return {"qfl": qfl, "giou": giou, "dfl": dfl, "positive": positive, "quality": quality}
+
+
+def box_mask(boxes: torch.Tensor, labels: torch.Tensor, height: int, width: int,
+             stride: int = STRIDE) -> torch.Tensor:
+    """``[B, H, W]`` float mask of the map's locations whose centre lies inside an object's box (the
+    foreground of feature imitation)."""
+    centres = _centres(height, width, stride, boxes.device)
+    cx, cy = centres[:, 0][None, :, None], centres[:, 1][None, :, None]
+    x1, y1, x2, y2 = (boxes[..., i][:, None, :] for i in range(4))
+    inside = (cx >= x1) & (cx < x2) & (cy >= y1) & (cy < y2) & (labels >= 0)[:, None, :]
+    return inside.any(2).float().view(-1, height, width)
+
+
+@torch.no_grad()
+def detect(model: nn.Module, images: torch.Tensor, score_threshold: float = 0.05, nms_iou: float = 0.6,
+           max_per_image: int = 100, batch_size: int = 256) -> List[Dict[str, torch.Tensor]]:
+    """Detections per image as ``{"boxes", "scores", "labels"}`` (torchmetrics' format): every (location, class)
+    score above ``score_threshold``, class-wise NMS at ``nms_iou``, the best ``max_per_image`` kept (GFL's test
+    settings but for the 0.6 NMS IoU it shares)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        cls, edges = model(images[start:start + batch_size])
+        scores = cls.flatten(2).transpose(1, 2).sigmoid()  # [B, L, C]
+        boxes = decode_boxes(edges, model.stride).clamp(0, images.shape[-1])
+        for s, bx in zip(scores, boxes):
+            loc, label = (s > score_threshold).nonzero(as_tuple=True)
+            kept_scores, kept_boxes = s[loc, label], bx[loc]
+            keep = batched_nms(kept_boxes, kept_scores, label, nms_iou)[:max_per_image]
+            out.append({"boxes": kept_boxes[keep], "scores": kept_scores[keep], "labels": label[keep]})
+    model.train(was_training)
+    return out
+
+
+def mean_average_precision(detections: List[Dict[str, torch.Tensor]], canvases: DigitCanvases) -> Dict[str, float]:
+    """COCO-style ``{"mAP": mAP@[.5:.95], "mAP50": mAP@.5}`` in %, computed by torchmetrics'
+    ``MeanAveragePrecision`` (pycocotools underneath), so no part of the metric is ours."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    if len(detections) != len(canvases):
+        raise ValueError(f"detections must have one entry per canvas, got {len(detections)} for {len(canvases)}")
+    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox")
+    metric.update(detections, [canvases.targets(i) for i in range(len(canvases))])
+    result = metric.compute()
+    return {"mAP": 100 * float(result["map"]), "mAP50": 100 * float(result["map_50"])}
+
+
+@torch.no_grad()
+def matched_quality(detections: List[Dict[str, torch.Tensor]], canvases: DigitCanvases, top: int = 1):
+    """For every object, its best-IoU detection of the right class among each image's detections:
+    ``(score [M], iou [M])`` — how confident the detector is against how well the box fits."""
+    scores, ious = [], []
+    for i, det in enumerate(detections):
+        target = canvases.targets(i)
+        for box, label in zip(target["boxes"], target["labels"]):
+            same = det["labels"] == label
+            if not same.any():
+                continue
+            iou = box_iou(box[None], det["boxes"][same])[0]
+            scores.append(det["scores"][same]), ious.append(iou)
+    if not scores:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.cat(scores), torch.cat(ious)
+
+
+def train_detector(model: DenseDetector, train: DigitCanvases, epochs: int = 10, batch_size: int = 32,
+                   lr: float = 2e-3, seed: int = 0, teacher: Optional[DenseDetector] = None,
+                   ld_weight: float = 0.0, ld_temperature: float = 10.0, fg_weight: float = 0.0,
+                   bg_weight: float = 0.0, valid: Optional[DigitCanvases] = None, progress: bool = False) -> dict:
+    """Train ``model`` with GFL's losses (+ LD and/or feature imitation from ``teacher``); returns the history
+    ``{"loss": [...], "valid_mAP": [...] (when ``valid`` is given), "seconds": float}``.
+
+    LD, as the authors' ``LDHead``: ``ld_weight · localization_distillation_loss(student edges, teacher edges,
+    T, weight=student's detached score, avg_factor=4)`` at the student's positive locations (their default weight
+    is 0.25, T = 10). Feature imitation: ``foreground_weighted_feature_loss`` between the teacher's ``neck`` map
+    and the student's, passed through a 1×1 convolution (trained with the student, as FGD's align layer), with
+    the mask of :func:`box_mask`. AdamW with a cosine schedule to 0; the teacher stays in eval mode.
+    """
+    from ..runtime import seed_everything
+
+    distill_features = fg_weight > 0 or bg_weight > 0
+    if (ld_weight > 0 or distill_features) and teacher is None:
+        raise ValueError(f"ld_weight={ld_weight}, fg_weight={fg_weight}, bg_weight={bg_weight} need a teacher, "
+                         f"got teacher=None")
+    seed_everything(seed)
+    params = list(model.parameters())
+    adapter = None
+    if distill_features:
+        adapter = nn.Conv2d(model.feature_channels, teacher.feature_channels, 1)
+        params += list(adapter.parameters())
+        teacher.eval()
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
+    gen = torch.Generator().manual_seed(seed)
+    history = {"loss": [], "valid_mAP": []}
+    features = {}
+    hooks = []
+    if distill_features:
+        hooks.append(model.backbone.neck.register_forward_hook(lambda m, i, o: features.__setitem__("s", o)))
+        hooks.append(teacher.backbone.neck.register_forward_hook(lambda m, i, o: features.__setitem__("t", o)))
+    start_time = time.perf_counter()
+    try:
+        for epoch in range(epochs):
+            model.train()
+            order = torch.randperm(len(train), generator=gen)
+            total = 0.0
+            for start in range(0, len(train), batch_size):
+                idx = order[start:start + batch_size]
+                images, boxes, labels = train.images[idx], train.boxes[idx], train.labels[idx]
+                cls, edges = model(images)
+                terms = gfl_losses(cls, edges, boxes, labels, model.stride)
+                loss = terms["qfl"] + 2.0 * terms["giou"] + 0.25 * terms["dfl"]
+                if ld_weight > 0 or distill_features:
+                    with torch.no_grad():
+                        _, t_edges = teacher(images)
+                if ld_weight > 0:
+                    pos = terms["positive"]
+                    s_pos = edges.flatten(3).permute(0, 3, 1, 2)[pos]
+                    t_pos = t_edges.flatten(3).permute(0, 3, 1, 2)[pos]
+                    loss = loss + ld_weight * localization_distillation_loss(
+                        s_pos, t_pos, ld_temperature, weight=terms["quality"], avg_factor=4.0)
+                if distill_features:
+                    mask = box_mask(boxes, labels, *features["t"].shape[-2:], model.stride)
+                    loss = loss + foreground_weighted_feature_loss(adapter(features["s"]), features["t"], mask,
+                                                                   fg_weight, bg_weight)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total += loss.item() * len(idx)
+            history["loss"].append(round(total / len(train), 5))
+            if valid is not None:
+                history["valid_mAP"].append(round(mean_average_precision(detect(model, valid.images), valid)["mAP"],
+                                                  2))
+            if progress:
+                print(f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}"
+                      + (f", valid mAP {history['valid_mAP'][-1]:.2f}" if valid is not None else ""))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    history["seconds"] = round(time.perf_counter() - start_time, 1)
+    model.eval()
+    return history
+
+
+def build_detector_teacher(width: int = 16, n_train: int = 6000, epochs: int = 20, batch_size: int = 32,
+                           lr: float = 2e-3, seed: int = 0, n_valid: int = 500, n_test: int = 1000):
+    """Zoo builder (:mod:`kdtools.zoo.artifacts`) of the lesson's teacher: a :class:`DenseDetector` of ``width``
+    trained on ``n_train`` training canvases; returns ``(state_dict, info)`` with its history and test mAP."""
+    train = make_canvases("train", n_train, seed=seed)
+    valid = make_canvases("valid", n_valid, seed=seed)
+    test = make_canvases("test", n_test, seed=seed)
+    model = DenseDetector(width)
+    history = train_detector(model, train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, valid=valid,
+                             progress=True)
+    scores = mean_average_precision(detect(model, test.images), test)
+    info = {"width": width, "history": history, "test_mAP": round(scores["mAP"], 2),
+            "test_mAP50": round(scores["mAP50"], 2), "test_canvases": n_test,
+            "parameters": sum(p.numel() for p in model.parameters())}
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, info
+
+
+def make_canvases(split: str, n: int, seed: int = 0) -> DigitCanvases:
+    """The lesson's canvases: :func:`~kdtools.applications.canvases.make_digit_canvases` with its defaults (64×64
+    pixels, 1–3 digits of sides 16–36 pixels)."""
+    from .canvases import make_digit_canvases
+
+    return make_digit_canvases(split, n, seed=seed)
+
+
+def load_teacher(name: str = "canvas-detector-teacher") -> DenseDetector:
+    """The shipped teacher detector ``name`` (checksum verified), in eval mode."""
+    from ..zoo.artifacts import load_artifact
+
+    state, entry = load_artifact(name)
+    model = DenseDetector(entry["info"]["width"])
+    model.load_state_dict(state)
+    return model.eval()
