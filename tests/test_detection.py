@@ -208,3 +208,44 @@ def test_distillation_terms_pull_the_student_towards_the_teacher():
     history = detection.train_detector(student, data, epochs=2, batch_size=4, teacher=teacher, fg_weight=1e-3,
                                        bg_weight=5e-4)
     assert all(math.isfinite(x) for x in history["loss"])
+
+
+def test_the_best_validation_epoch_is_kept():
+    data = _tiny_set()
+    model = detection.DenseDetector(width=2)
+    history = detection.train_detector(model, data, epochs=3, batch_size=4, lr=5e-3, valid=data)
+    assert len(history["valid_mAP"]) == 3
+    best = history["best_epoch"]
+    assert history["valid_mAP"][best - 1] == max(history["valid_mAP"])
+    assert history["valid_mAP"][best:].count(max(history["valid_mAP"])) == 0  # ties go to the later epoch
+    model.load_state_dict(history["best_state"])
+    again = detection.mean_average_precision(detection.detect(model, data.images), data)["mAP"]
+    assert round(again, 2) == history["valid_mAP"][best - 1]
+
+
+def test_teacher_outputs_match_a_forward_pass():
+    teacher = detection.DenseDetector(width=2).eval()
+    images = torch.rand(5, 1, 64, 64)
+    edges, neck = detection.teacher_outputs(teacher, images, batch_size=2)
+    assert torch.allclose(edges, teacher(images)[1], atol=1e-6)
+    assert torch.allclose(neck, teacher.backbone(images), atol=1e-6)
+
+
+def test_location_quality_lists_every_positive_location():
+    data = _tiny_set(3)
+    model = detection.DenseDetector(width=2)
+    quality = detection.location_quality(model, data, batch_size=2)
+    positives = (detection.assign_targets(data.boxes, data.labels, 16, 16)[0] >= 0).sum()
+    assert len(quality["score"]) == len(quality["iou"]) == len(quality["object"]) == positives
+    assert set(quality["object"].tolist()) == set(range(6))  # 3 canvases x 2 objects, numbered in order
+    assert ((quality["iou"] >= 0) & (quality["iou"] <= 1)).all() and ((quality["score"] > 0)).all()
+
+
+def test_rank_correlation_by_hand():
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert detection.rank_correlation(a, a * 10) == pytest.approx(1.0)
+    assert detection.rank_correlation(a, -a) == pytest.approx(-1.0)
+    # ranks (0,1,2,3) vs (1,0,3,2): 1 - 6*sum(d^2)/(n(n^2-1)) = 1 - 6*4/60 = 0.6
+    assert detection.rank_correlation(a, torch.tensor([2.0, 1.0, 4.0, 3.0])) == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="a and b must be 1-D of the same length"):
+        detection.rank_correlation(a, a[:3])

@@ -33,10 +33,12 @@ from ..losses import foreground_weighted_feature_loss, localization_distillation
 from .canvases import DigitCanvases
 
 __all__ = ["DenseDetector", "assign_targets", "gfl_losses", "decode_boxes", "detect", "mean_average_precision",
-           "train_detector", "box_mask", "matched_quality", "make_canvases", "load_teacher",
+           "train_detector", "teacher_outputs", "box_mask", "run_student_jobs", "ARMS",
+           "location_quality", "rank_correlation", "matched_quality", "make_canvases", "load_teacher",
            "build_detector_teacher"]
 
 STRIDE = 4  # pixels per location of the neck map
+LD_IMAGES_PER_GPU = 2  # the batch over which the authors' LD term is summed (their configs: 2 images per GPU)
 
 
 def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -220,6 +222,43 @@ def mean_average_precision(detections: List[Dict[str, torch.Tensor]], canvases: 
     return {"mAP": 100 * float(result["map"]), "mAP50": 100 * float(result["map_50"])}
 
 
+
+@torch.no_grad()
+def location_quality(model: DenseDetector, canvases: DigitCanvases, batch_size: int = 256) -> Dict[str, torch.Tensor]:
+    """Before NMS: every positive location of every object (:func:`assign_targets`) with the model's score for the
+    object's class and the IoU of the box it predicts there: ``{"score", "iou", "object"}`` (``object`` numbers
+    the objects across canvases), to compare classification confidence with localisation quality."""
+    model.eval()
+    scores, ious, objects = [], [], []
+    offset = 0
+    for start in range(0, len(canvases), batch_size):
+        part = canvases.subset(slice(start, start + batch_size))
+        cls, edges = model(part.images)
+        _, _, h, w = cls.shape
+        assigned, target_boxes = assign_targets(part.boxes, part.labels, h, w, model.stride)
+        positive = assigned >= 0
+        labels = part.labels.gather(1, assigned.clamp_min(0))
+        score = cls.flatten(2).transpose(1, 2).sigmoid().gather(2, labels.clamp_min(0)[..., None])[..., 0]
+        pred = decode_boxes(edges, model.stride)
+        scores.append(score[positive])
+        ious.append(box_iou(pred[positive], target_boxes[positive]).diagonal())
+        k = part.labels.shape[1]
+        index = (torch.arange(len(part))[:, None] * k + assigned)[positive]
+        objects.append(index + offset)
+        offset += len(part) * k
+    objects = torch.unique(torch.cat(objects), return_inverse=True)[1]
+    return {"score": torch.cat(scores), "iou": torch.cat(ious), "object": objects}
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation of two 1-D tensors (ties broken by position)."""
+    if a.shape != b.shape or a.dim() != 1 or len(a) < 2:
+        raise ValueError(f"a and b must be 1-D of the same length >= 2, got shapes {tuple(a.shape)}, {tuple(b.shape)}")
+    ranks = [torch.empty(len(x)).index_put_((x.argsort(),), torch.arange(len(x), dtype=torch.float)) for x in (a, b)]
+    ra, rb = (r - r.mean() for r in ranks)
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
 @torch.no_grad()
 def matched_quality(detections: List[Dict[str, torch.Tensor]], canvases: DigitCanvases, top: int = 1):
     """For every object, its best-IoU detection of the right class among each image's detections:
@@ -238,18 +277,37 @@ def matched_quality(detections: List[Dict[str, torch.Tensor]], canvases: DigitCa
     return torch.cat(scores), torch.cat(ious)
 
 
+@torch.no_grad()
+def teacher_outputs(teacher: DenseDetector, images: torch.Tensor, batch_size: int = 256):
+    """The frozen teacher's ``(edge_logits [N, 4, n_bins, h, w], neck [N, C, h, w])`` for ``images``, computed
+    once so that a student's epochs never run the teacher again (its outputs do not change)."""
+    teacher.eval()
+    edges, necks = [], []
+    hook = teacher.backbone.neck.register_forward_hook(lambda m, i, o: necks.append(o))
+    try:
+        for start in range(0, len(images), batch_size):
+            edges.append(teacher(images[start:start + batch_size])[1])
+    finally:
+        hook.remove()
+    return torch.cat(edges), torch.cat(necks)
+
+
 def train_detector(model: DenseDetector, train: DigitCanvases, epochs: int = 10, batch_size: int = 32,
                    lr: float = 2e-3, seed: int = 0, teacher: Optional[DenseDetector] = None,
                    ld_weight: float = 0.0, ld_temperature: float = 10.0, fg_weight: float = 0.0,
                    bg_weight: float = 0.0, valid: Optional[DigitCanvases] = None, progress: bool = False) -> dict:
-    """Train ``model`` with GFL's losses (+ LD and/or feature imitation from ``teacher``); returns the history
-    ``{"loss": [...], "valid_mAP": [...] (when ``valid`` is given), "seconds": float}``.
+    """Train ``model`` with GFL's losses (+ LD and/or feature imitation from ``teacher``) and return its history:
+    ``{"loss": [...], "valid_mAP": [...], "best_epoch", "best_state", "seconds"}`` (with ``valid``, the mAP on it
+    after every epoch and the weights of the epoch where it was highest; ``best_epoch`` counts from 1).
 
     LD, as the authors' ``LDHead``: ``ld_weight · localization_distillation_loss(student edges, teacher edges,
     T, weight=student's detached score, avg_factor=4)`` at the student's positive locations (their default weight
-    is 0.25, T = 10). Feature imitation: ``foreground_weighted_feature_loss`` between the teacher's ``neck`` map
+    is 0.25, T = 10). That is a *sum* over the positives of one GPU's batch of 2 images (the GFL/LD configs' 2
+    images per GPU; data-parallel training averages the GPUs' gradients), so on our batches of B images it is
+    divided by B/2 (``avg_factor = 4·B/2``) to keep its strength per image. Feature imitation: ``foreground_weighted_feature_loss`` between the teacher's ``neck`` map
     and the student's, passed through a 1×1 convolution (trained with the student, as FGD's align layer), with
-    the mask of :func:`box_mask`. AdamW with a cosine schedule to 0; the teacher stays in eval mode.
+    the mask of :func:`box_mask`. AdamW with a cosine schedule to 0; the teacher is frozen (eval mode) and run
+    once over the training set (:func:`teacher_outputs`).
     """
     from ..runtime import seed_everything
 
@@ -259,21 +317,18 @@ def train_detector(model: DenseDetector, train: DigitCanvases, epochs: int = 10,
                          f"got teacher=None")
     seed_everything(seed)
     params = list(model.parameters())
-    adapter = None
+    if ld_weight > 0 or distill_features:
+        t_edges_all, t_neck_all = teacher_outputs(teacher, train.images)
     if distill_features:
         adapter = nn.Conv2d(model.feature_channels, teacher.feature_channels, 1)
         params += list(adapter.parameters())
-        teacher.eval()
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(train) / batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(seed)
-    history = {"loss": [], "valid_mAP": []}
-    features = {}
-    hooks = []
-    if distill_features:
-        hooks.append(model.backbone.neck.register_forward_hook(lambda m, i, o: features.__setitem__("s", o)))
-        hooks.append(teacher.backbone.neck.register_forward_hook(lambda m, i, o: features.__setitem__("t", o)))
+    history = {"loss": [], "valid_mAP": [], "best_epoch": None, "best_state": None}
+    student_neck = []
+    hook = model.backbone.neck.register_forward_hook(lambda m, i, o: student_neck.append(o))
     start_time = time.perf_counter()
     try:
         for epoch in range(epochs):
@@ -283,21 +338,21 @@ def train_detector(model: DenseDetector, train: DigitCanvases, epochs: int = 10,
             for start in range(0, len(train), batch_size):
                 idx = order[start:start + batch_size]
                 images, boxes, labels = train.images[idx], train.boxes[idx], train.labels[idx]
+                student_neck.clear()
                 cls, edges = model(images)
                 terms = gfl_losses(cls, edges, boxes, labels, model.stride)
                 loss = terms["qfl"] + 2.0 * terms["giou"] + 0.25 * terms["dfl"]
-                if ld_weight > 0 or distill_features:
-                    with torch.no_grad():
-                        _, t_edges = teacher(images)
                 if ld_weight > 0:
                     pos = terms["positive"]
                     s_pos = edges.flatten(3).permute(0, 3, 1, 2)[pos]
-                    t_pos = t_edges.flatten(3).permute(0, 3, 1, 2)[pos]
+                    t_pos = t_edges_all[idx].flatten(3).permute(0, 3, 1, 2)[pos]
+                    per_gpu = 4.0 * len(idx) / LD_IMAGES_PER_GPU  # their sum over 2 images' positives
                     loss = loss + ld_weight * localization_distillation_loss(
-                        s_pos, t_pos, ld_temperature, weight=terms["quality"], avg_factor=4.0)
+                        s_pos, t_pos, ld_temperature, weight=terms["quality"], avg_factor=per_gpu)
                 if distill_features:
-                    mask = box_mask(boxes, labels, *features["t"].shape[-2:], model.stride)
-                    loss = loss + foreground_weighted_feature_loss(adapter(features["s"]), features["t"], mask,
+                    t_neck = t_neck_all[idx]
+                    mask = box_mask(boxes, labels, *t_neck.shape[-2:], model.stride)
+                    loss = loss + foreground_weighted_feature_loss(adapter(student_neck[0]), t_neck, mask,
                                                                    fg_weight, bg_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -306,14 +361,16 @@ def train_detector(model: DenseDetector, train: DigitCanvases, epochs: int = 10,
                 total += loss.item() * len(idx)
             history["loss"].append(round(total / len(train), 5))
             if valid is not None:
-                history["valid_mAP"].append(round(mean_average_precision(detect(model, valid.images), valid)["mAP"],
-                                                  2))
+                score = mean_average_precision(detect(model, valid.images), valid)["mAP"]
+                history["valid_mAP"].append(round(score, 2))
+                if history["valid_mAP"][-1] >= max(history["valid_mAP"]):  # ties: the later epoch
+                    history["best_epoch"] = epoch + 1
+                    history["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if progress:
                 print(f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}"
                       + (f", valid mAP {history['valid_mAP'][-1]:.2f}" if valid is not None else ""))
     finally:
-        for hook in hooks:
-            hook.remove()
+        hook.remove()
     history["seconds"] = round(time.perf_counter() - start_time, 1)
     model.eval()
     return history
@@ -330,6 +387,7 @@ def build_detector_teacher(width: int = 16, n_train: int = 6000, epochs: int = 2
     history = train_detector(model, train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, valid=valid,
                              progress=True)
     scores = mean_average_precision(detect(model, test.images), test)
+    history.pop("best_state")
     info = {"width": width, "history": history, "test_mAP": round(scores["mAP"], 2),
             "test_mAP50": round(scores["mAP50"], 2), "test_canvases": n_test,
             "parameters": sum(p.numel() for p in model.parameters())}
@@ -352,3 +410,53 @@ def load_teacher(name: str = "canvas-detector-teacher") -> DenseDetector:
     model = DenseDetector(entry["info"]["width"])
     model.load_state_dict(state)
     return model.eval()
+
+
+# ---- the lesson's students (notebooks/06_applications/detection_kd.ipynb)
+STUDENT_WIDTH = 4  # 11.6k parameters against the teacher's 174k
+# FGD's weights (Yang et al. 2022: α = 1e-3 on a mask of 1/box-area, β = 5e-4 on a mask of 1/background-area)
+# rewritten for the binary masks of box_mask: divided by the mean cells per box (17) and per background (222)
+# on our canvases, so that each box, and each image's background, weighs what it weighs in FGD
+FG_WEIGHT, BG_WEIGHT = 1e-3 / 17, 5e-4 / 222
+ARMS = {
+    "scratch": {},
+    "LD": {"ld_weight": 0.25},
+    "feature imitation": {"fg_weight": FG_WEIGHT, "bg_weight": BG_WEIGHT},
+    "LD + feature imitation": {"ld_weight": 0.25, "fg_weight": FG_WEIGHT, "bg_weight": BG_WEIGHT},
+}
+
+
+def _student_job(job: dict) -> dict:
+    from ..runtime import seed_everything
+
+    torch.set_num_threads(1)
+    arm, seed = job["arm"], job["seed"]
+    train = make_canvases("train", job["n_train"])
+    valid, test = make_canvases("valid", job["n_valid"]), make_canvases("test", job["n_test"])
+    options = ARMS[arm]
+    teacher = load_teacher() if options else None
+    seed_everything(seed)
+    model = DenseDetector(job.get("width", STUDENT_WIDTH))
+    history = train_detector(model, train, epochs=job["epochs"], seed=seed, teacher=teacher, valid=valid,
+                             **options)
+    last = mean_average_precision(detect(model, test.images), test)
+    last_state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(history.pop("best_state"))
+    best = mean_average_precision(detect(model, test.images), test)
+    return {"arm": arm, "seed": seed, "history": history, "last": last, "best": best, "state": last_state}
+
+
+def run_student_jobs(arms, seeds, n_train: int, n_valid: int, n_test: int, epochs: int,
+                     workers: int = 2) -> List[dict]:
+    """Train a student of :data:`STUDENT_WIDTH` for every arm of :data:`ARMS` named in ``arms`` and every seed,
+    on the same ``n_train`` training canvases and budget, in ``workers`` processes. Each result holds the
+    history, the test mAP (``{"mAP", "mAP50"}``) at the last epoch (``last``) and at the epoch with the best
+    validation mAP (``best``), and the last epoch's weights (``state``)."""
+    from ..runtime import map_in_processes
+
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise ValueError(f"arms must be keys of ARMS ({', '.join(ARMS)}), got {unknown}")
+    jobs = [dict(arm=a, seed=s, n_train=n_train, n_valid=n_valid, n_test=n_test, epochs=epochs)
+            for a in arms for s in seeds]
+    return map_in_processes(_student_job, jobs, workers)

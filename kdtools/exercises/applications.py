@@ -11,6 +11,75 @@ from ._harness import Case, CheckResult, ErrorHint, Mistake, run_checks  # noqa:
 
 
 # ---- Detection KD (notebooks/06_applications/detection_kd.ipynb)
+import torch as _det_torch  # noqa: E402  (this block's imports stay in this block)
+
+
+def _det_reference(student_edges, teacher_edges, temperature):
+    from ..losses import localization_distillation_loss
+    return localization_distillation_loss(student_edges[None], teacher_edges[None], temperature)
+
+
+def _det_kl(student_edges, teacher_edges, temperature, dim=-1):
+    log_s = (student_edges / temperature).log_softmax(dim)
+    log_t = (teacher_edges / temperature).log_softmax(dim)
+    return (log_t.exp() * (log_t - log_s)).sum(dim)
+
+
+def _det_args(seed, n_bins, temperature):
+    gen = _det_torch.Generator().manual_seed(seed)
+    return 3 * _det_torch.randn(4, n_bins, generator=gen), 3 * _det_torch.randn(4, n_bins, generator=gen), temperature
+
+
+def _det_cases():
+    return [
+        Case("one box, 8 bins per edge, T = 10 (the authors' default)", lambda: _det_args(60, 8, 10.0),
+             {"T": 10.0, "n": 8}),
+        Case("one box, 17 bins per edge (GFL's reg_max = 16), T = 1", lambda: _det_args(61, 17, 1.0), {"T": 1.0, "n": 17}),
+        Case("one box, 5 bins, T = 2", lambda: _det_args(62, 5, 2.0), {"T": 2.0, "n": 5}),
+        Case("the gradient with respect to the student's edge logits, 8 bins, T = 10", lambda: _det_args(63, 8, 10.0),
+             {"T": 10.0, "n": 8}, gradient=True),
+    ]
+
+
+_DET_WRONG_AXIS = ("your softmax runs over the wrong axis: each EDGE (a row of the [4, n_bins] logits) has its own\n"
+                   "  distribution over the n_bins distances, so take the softmax along the last axis (dim=-1).")
+_DET_FLAT = ("you flattened the four edges into ONE distribution over 4·n_bins values: LD compares four separate\n"
+             "  distributions, one per edge, and averages their KLs.")
+_DET_NO_T = ("divide the logits by the temperature (here T = {T}) before the softmax, and multiply the KL by T².")
+_DET_NO_T2 = ("multiply by T² (here {T}²): softening by T shrinks the KL's gradients by 1/T².")
+_DET_REVERSED = ("your KL is the wrong way round: LD is KL(p^t ‖ p^s), the teacher's edge distribution first.")
+_DET_NO_BINS = ("divide each edge's KL by the number of bins (here {n}): the authors' loss takes the MEAN over the bins\n"
+                "  of the pointwise KL terms, not their sum.")
+_DET_SUM_EDGES = ("average over the four edges, don't sum them: the loss is the MEAN of the four edges' terms.")
+
+_DET_MISTAKES = [
+    Mistake(_DET_WRONG_AXIS, lambda s, t, T: T ** 2 * _det_kl(s, t, T, dim=0).mean() / s.shape[1]),
+    Mistake(_DET_FLAT, lambda s, t, T: T ** 2 * _det_kl(s.flatten(), t.flatten(), T) / s.shape[1]),
+    Mistake(_DET_FLAT, lambda s, t, T: T ** 2 * _det_kl(s.flatten(), t.flatten(), T) / s.numel()),
+    Mistake(_DET_NO_T, lambda s, t, T: _det_kl(s, t, 1.0).mean() / s.shape[1]),
+    Mistake(_DET_NO_T2, lambda s, t, T: _det_kl(s, t, T).mean() / s.shape[1]),
+    Mistake(_DET_REVERSED, lambda s, t, T: T ** 2 * _det_kl(t, s, T).mean() / s.shape[1]),
+    Mistake(_DET_NO_BINS, lambda s, t, T: T ** 2 * _det_kl(s, t, T).mean()),
+    Mistake(_DET_SUM_EDGES, lambda s, t, T: T ** 2 * _det_kl(s, t, T).sum() / s.shape[1]),
+]
+
+
+def check_ld_loss(fn) -> CheckResult:
+    r"""Check ``fn(student_edges, teacher_edges, temperature)`` = the localization-distillation loss of one box:
+    :math:`\frac14\sum_{e=1}^{4} \frac{T^2}{n_{bins}}\,\mathrm{KL}\big(\mathrm{softmax}(z^t_e/T)\,\|\,
+    \mathrm{softmax}(z^s_e/T)\big)` for edge logits ``[4, n_bins]``, a scalar.
+
+    Four checks: 8, 17 and 5 bins at T = 10, 1 and 2, and the gradient.
+    """
+    return run_checks(
+        fn, name="ld_loss", signature="ld_loss(student_edges, teacher_edges, temperature)",
+        reference=_det_reference, cases=_det_cases(), mistakes=_DET_MISTAKES,
+        error_hints=[ErrorHint(r"size of tensor|must match|dimension",
+                               "both inputs are [4, n_bins]: one row of logits per edge; take the softmax of each "
+                               "row (dim=-1).")],
+        covers="one distribution per edge, the temperature and T², KL direction, mean over bins and edges, gradients",
+        rtol=1e-4, atol=1e-6)
+# ---- end of detection KD
 
 
 # ---- Token- vs sequence-level KD (notebooks/06_applications/token_vs_sequence_kd.ipynb)

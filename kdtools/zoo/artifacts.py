@@ -50,9 +50,9 @@ ARTIFACT_RECIPES: Dict[str, ArtifactRecipe] = {
                     "mnist-cnn-4x3-teacher alone (300 Adam steps per batch of 200), stored as uint8 pixels."),
     "canvas-detector-teacher": ArtifactRecipe(
         builder="kdtools.applications.detection:build_detector_teacher",
-        kwargs=dict(width=16, n_train=6000, epochs=20, batch_size=32, lr=2e-3, seed=0),
+        kwargs=dict(width=16, n_train=4000, epochs=12, batch_size=32, lr=2e-3, seed=0),
         description="Module 6's detection teacher: a GFL-style DenseDetector of width 16 (174k parameters) "
-                    "trained on 6,000 multi-digit MNIST canvases (kdtools.applications.detection)."),
+                    "trained for 12 epochs on 4,000 multi-digit MNIST canvases (kdtools.applications.detection)."),
 }
 
 
