@@ -249,3 +249,30 @@ def test_rank_correlation_by_hand():
     assert detection.rank_correlation(a, torch.tensor([2.0, 1.0, 4.0, 3.0])) == pytest.approx(0.6)
     with pytest.raises(ValueError, match="a and b must be 1-D of the same length"):
         detection.rank_correlation(a, a[:3])
+
+
+def test_choose_on_validation_takes_the_best_last_epoch():
+    runs = [{"arm": a, "history": {"valid_mAP": v}} for a, v in (("a", [50, 61]), ("b", [70, 60]), ("c", [40, 61]))]
+    assert detection.choose_on_validation(runs)["arm"] == "a"  # last epoch counts; ties: the first
+    with pytest.raises(ValueError, match="at least one run"):
+        detection.choose_on_validation([])
+
+
+def test_run_student_jobs_checks_arm_names():
+    with pytest.raises(ValueError, match="arms must be keys of ARMS"):
+        detection.run_student_jobs(["KD"], [0], 8, 4, 4, 1)
+
+
+def test_the_candidates_include_the_authors_settings():
+    assert detection.AUTHORS_LD in detection.LD_CANDIDATES.values()
+    assert detection.AUTHORS_FEATURES in detection.FEATURE_CANDIDATES.values()
+    assert detection.ARMS["LD + feature imitation"] == {**detection.AUTHORS_LD, **detection.AUTHORS_FEATURES}
+
+
+def test_student_jobs_end_to_end(mnist):
+    runs = detection.run_student_jobs({"scratch": {}, "LD": {"ld_weight": 0.25}}, [0], 8, 4, 4, 1, workers=1)
+    assert [r["arm"] for r in runs] == ["scratch", "LD"]
+    assert set(runs[0]["last"]) == {"mAP", "mAP50"} and set(runs[1]["best"]) == {"mAP", "mAP50"}
+    assert "best_state" not in runs[0]["history"] and len(runs[0]["history"]["valid_mAP"]) == 1
+    sweep = detection.run_student_jobs({"scratch": {}}, [0], 8, 4, 0, 1, workers=1)
+    assert "last" not in sweep[0] and len(sweep[0]["history"]["valid_mAP"]) == 1

@@ -33,7 +33,8 @@ from ..losses import foreground_weighted_feature_loss, localization_distillation
 from .canvases import DigitCanvases
 
 __all__ = ["DenseDetector", "assign_targets", "gfl_losses", "decode_boxes", "detect", "mean_average_precision",
-           "train_detector", "teacher_outputs", "box_mask", "run_student_jobs", "ARMS",
+           "train_detector", "teacher_outputs", "box_mask", "run_student_jobs", "ARMS", "choose_on_validation",
+           "build_detection_study", "load_study",
            "location_quality", "rank_correlation", "matched_quality", "make_canvases", "load_teacher",
            "build_detector_teacher"]
 
@@ -295,7 +296,8 @@ def teacher_outputs(teacher: DenseDetector, images: torch.Tensor, batch_size: in
 def train_detector(model: DenseDetector, train: DigitCanvases, epochs: int = 10, batch_size: int = 32,
                    lr: float = 2e-3, seed: int = 0, teacher: Optional[DenseDetector] = None,
                    ld_weight: float = 0.0, ld_temperature: float = 10.0, fg_weight: float = 0.0,
-                   bg_weight: float = 0.0, valid: Optional[DigitCanvases] = None, progress: bool = False) -> dict:
+                   bg_weight: float = 0.0, valid: Optional[DigitCanvases] = None, progress: bool = False,
+                   stop_after: Optional[int] = None) -> dict:
     """Train ``model`` with GFL's losses (+ LD and/or feature imitation from ``teacher``) and return its history:
     ``{"loss": [...], "valid_mAP": [...], "best_epoch", "best_state", "seconds"}`` (with ``valid``, the mAP on it
     after every epoch and the weights of the epoch where it was highest; ``best_epoch`` counts from 1).
@@ -307,7 +309,8 @@ def train_detector(model: DenseDetector, train: DigitCanvases, epochs: int = 10,
     divided by B/2 (``avg_factor = 4·B/2``) to keep its strength per image. Feature imitation: ``foreground_weighted_feature_loss`` between the teacher's ``neck`` map
     and the student's, passed through a 1×1 convolution (trained with the student, as FGD's align layer), with
     the mask of :func:`box_mask`. AdamW with a cosine schedule to 0; the teacher is frozen (eval mode) and run
-    once over the training set (:func:`teacher_outputs`).
+    once over the training set (:func:`teacher_outputs`). ``stop_after``: run only the first epochs of the
+    ``epochs``-epoch schedule (to replay the start of a long run exactly).
     """
     from ..runtime import seed_everything
 
@@ -331,7 +334,7 @@ def train_detector(model: DenseDetector, train: DigitCanvases, epochs: int = 10,
     hook = model.backbone.neck.register_forward_hook(lambda m, i, o: student_neck.append(o))
     start_time = time.perf_counter()
     try:
-        for epoch in range(epochs):
+        for epoch in range(epochs if stop_after is None else min(stop_after, epochs)):
             model.train()
             order = torch.randperm(len(train), generator=gen)
             total = 0.0
@@ -418,11 +421,18 @@ STUDENT_WIDTH = 4  # 11.6k parameters against the teacher's 174k
 # rewritten for the binary masks of box_mask: divided by the mean cells per box (17) and per background (222)
 # on our canvases, so that each box, and each image's background, weighs what it weighs in FGD
 FG_WEIGHT, BG_WEIGHT = 1e-3 / 17, 5e-4 / 222
-ARMS = {
+AUTHORS_LD = {"ld_weight": 0.25, "ld_temperature": 10.0}  # the LD authors' GFL configs
+AUTHORS_FEATURES = {"fg_weight": FG_WEIGHT, "bg_weight": BG_WEIGHT}
+# the candidates a validation sweep chooses from: the authors' values and smaller ones
+LD_CANDIDATES = {f"LD, λ={w:g}, T={t:g}": {"ld_weight": w, "ld_temperature": t}
+                 for w in (0.25, 0.05) for t in (10.0, 1.0)}
+FEATURE_CANDIDATES = {f"features, {m:g} × FGD's weights": {"fg_weight": m * FG_WEIGHT, "bg_weight": m * BG_WEIGHT}
+                      for m in (1.0, 0.1)}
+ARMS = {  # the authors' settings; the lesson replaces them by the validation sweep's choices
     "scratch": {},
-    "LD": {"ld_weight": 0.25},
-    "feature imitation": {"fg_weight": FG_WEIGHT, "bg_weight": BG_WEIGHT},
-    "LD + feature imitation": {"ld_weight": 0.25, "fg_weight": FG_WEIGHT, "bg_weight": BG_WEIGHT},
+    "LD": AUTHORS_LD,
+    "feature imitation": AUTHORS_FEATURES,
+    "LD + feature imitation": {**AUTHORS_LD, **AUTHORS_FEATURES},
 }
 
 
@@ -430,33 +440,84 @@ def _student_job(job: dict) -> dict:
     from ..runtime import seed_everything
 
     torch.set_num_threads(1)
-    arm, seed = job["arm"], job["seed"]
-    train = make_canvases("train", job["n_train"])
-    valid, test = make_canvases("valid", job["n_valid"]), make_canvases("test", job["n_test"])
-    options = ARMS[arm]
+    arm, seed, options = job["arm"], job["seed"], job["options"]
+    train, valid = make_canvases("train", job["n_train"]), make_canvases("valid", job["n_valid"])
     teacher = load_teacher() if options else None
     seed_everything(seed)
-    model = DenseDetector(job.get("width", STUDENT_WIDTH))
+    model = DenseDetector(STUDENT_WIDTH)
     history = train_detector(model, train, epochs=job["epochs"], seed=seed, teacher=teacher, valid=valid,
                              **options)
-    last = mean_average_precision(detect(model, test.images), test)
-    last_state = {k: v.clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(history.pop("best_state"))
-    best = mean_average_precision(detect(model, test.images), test)
-    return {"arm": arm, "seed": seed, "history": history, "last": last, "best": best, "state": last_state}
+    best_state = history.pop("best_state")
+    result = {"arm": arm, "options": options, "seed": seed, "history": history}
+    if job["n_test"]:
+        test = make_canvases("test", job["n_test"])
+        result["last"] = mean_average_precision(detect(model, test.images), test)
+        result["state"] = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(best_state)
+        result["best"] = mean_average_precision(detect(model, test.images), test)
+    return result
 
 
 def run_student_jobs(arms, seeds, n_train: int, n_valid: int, n_test: int, epochs: int,
                      workers: int = 2) -> List[dict]:
-    """Train a student of :data:`STUDENT_WIDTH` for every arm of :data:`ARMS` named in ``arms`` and every seed,
-    on the same ``n_train`` training canvases and budget, in ``workers`` processes. Each result holds the
-    history, the test mAP (``{"mAP", "mAP50"}``) at the last epoch (``last``) and at the epoch with the best
-    validation mAP (``best``), and the last epoch's weights (``state``)."""
+    """Train a student of :data:`STUDENT_WIDTH` for every arm and every seed, on the same ``n_train`` training
+    canvases and budget, in ``workers`` processes. ``arms``: names of :data:`ARMS`, or a dict from a name of
+    your own to the distillation options of :func:`train_detector` (``ld_weight``, ``ld_temperature``,
+    ``fg_weight``, ``bg_weight``). Each result holds the history (with the validation mAP of every epoch) and,
+    unless ``n_test`` is 0 (a validation sweep), the test mAP (``{"mAP", "mAP50"}``) at the last epoch
+    (``last``) and at the epoch with the best validation mAP (``best``), and the last epoch's weights
+    (``state``)."""
     from ..runtime import map_in_processes
 
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown:
-        raise ValueError(f"arms must be keys of ARMS ({', '.join(ARMS)}), got {unknown}")
-    jobs = [dict(arm=a, seed=s, n_train=n_train, n_valid=n_valid, n_test=n_test, epochs=epochs)
-            for a in arms for s in seeds]
+    if not isinstance(arms, dict):
+        unknown = [a for a in arms if a not in ARMS]
+        if unknown:
+            raise ValueError(f"arms must be keys of ARMS ({', '.join(ARMS)}) or a dict of options, got {unknown}")
+        arms = {a: ARMS[a] for a in arms}
+    jobs = [dict(arm=a, options=dict(o), seed=s, n_train=n_train, n_valid=n_valid, n_test=n_test, epochs=epochs)
+            for a, o in arms.items() for s in seeds]
     return map_in_processes(_student_job, jobs, workers)
+
+
+def choose_on_validation(runs: List[dict]) -> dict:
+    """The run whose last-epoch validation mAP is highest (ties: the first), for choosing a setting by a sweep."""
+    if not runs:
+        raise ValueError("runs must hold at least one run, got none")
+    return max(runs, key=lambda r: r["history"]["valid_mAP"][-1])
+
+
+def build_detection_study(n_train: int = 2000, n_valid: int = 300, n_test: int = 1000, epochs: int = 20,
+                          seeds=(0, 1, 2), workers: int = 2):
+    """Zoo builder (:mod:`kdtools.zoo.artifacts`) of the lesson's long comparison, too long for the notebook:
+    a validation sweep (first seed) over :data:`LD_CANDIDATES` and :data:`FEATURE_CANDIDATES`, then the four
+    arms (scratch, LD and feature imitation with the chosen settings, both) for every seed. Returns the last
+    epoch's weights of every arm's first-seed student (``"<arm>/<parameter>"``) and, as ``info``, every run's
+    history and test mAP."""
+    candidates = {**LD_CANDIDATES, **FEATURE_CANDIDATES}
+    sweep = run_student_jobs(candidates, list(seeds)[:1], n_train, n_valid, 0, epochs, workers)
+    chosen_ld = choose_on_validation([r for r in sweep if r["arm"] in LD_CANDIDATES])
+    chosen_features = choose_on_validation([r for r in sweep if r["arm"] in FEATURE_CANDIDATES])
+    arms = {"scratch": {}, "LD": chosen_ld["options"], "feature imitation": chosen_features["options"],
+            "LD + feature imitation": {**chosen_ld["options"], **chosen_features["options"]}}
+    runs = run_student_jobs(arms, list(seeds), n_train, n_valid, n_test, epochs, workers)
+    states = [(r["arm"], r["seed"], r.pop("state")) for r in runs]
+    tensors = {f"{arm}/{k}": v for arm, seed, state in states if seed == seeds[0] for k, v in state.items()}
+    info = {"sweep": sweep, "chosen": {"LD": chosen_ld["arm"], "feature imitation": chosen_features["arm"]},
+            "arms": arms, "runs": runs, "n_train": n_train, "n_valid": n_valid, "n_test": n_test, "epochs": epochs,
+            "seeds": list(seeds), "student_width": STUDENT_WIDTH}
+    return tensors, info
+
+
+def load_study(name: str = "canvas-detection-students"):
+    """``(info, students)`` of the shipped comparison: its record (:func:`build_detection_study`) and the
+    first seed's last-epoch student of every arm, as :class:`DenseDetector` in eval mode."""
+    from ..zoo.artifacts import load_artifact
+
+    tensors, entry = load_artifact(name)
+    info = entry["info"]
+    students = {}
+    for arm in info["arms"]:
+        model = DenseDetector(info["student_width"])
+        model.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items() if k.split("/", 1)[0] == arm})
+        students[arm] = model.eval()
+    return info, students

@@ -53,6 +53,13 @@ ARTIFACT_RECIPES: Dict[str, ArtifactRecipe] = {
         kwargs=dict(width=16, n_train=4000, epochs=12, batch_size=32, lr=2e-3, seed=0),
         description="Module 6's detection teacher: a GFL-style DenseDetector of width 16 (174k parameters) "
                     "trained for 12 epochs on 4,000 multi-digit MNIST canvases (kdtools.applications.detection)."),
+    "canvas-detection-students": ArtifactRecipe(
+        builder="kdtools.applications.detection:build_detection_study",
+        kwargs=dict(n_train=2000, n_valid=300, n_test=1000, epochs=20, seeds=[0, 1, 2], workers=2),
+        description="The detection lesson's comparison: a one-seed validation sweep of LD and feature-imitation "
+                    "weights, then width-4 students from scratch, + LD, + feature imitation and + both (chosen "
+                    "settings), 3 seeds, 20 epochs on 2,000 canvases, distilled from canvas-detector-teacher; "
+                    "stores every run's history and test mAP and the first seed's students."),
 }
 
 
