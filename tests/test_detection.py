@@ -276,3 +276,15 @@ def test_student_jobs_end_to_end(mnist):
     assert "best_state" not in runs[0]["history"] and len(runs[0]["history"]["valid_mAP"]) == 1
     sweep = detection.run_student_jobs({"scratch": {}}, [0], 8, 4, 0, 1, workers=1)
     assert "last" not in sweep[0] and len(sweep[0]["history"]["valid_mAP"]) == 1
+
+
+def test_the_shipped_study_loads_with_its_students():
+    info, students = detection.load_study()
+    assert set(students) == set(info["arms"]) == {"scratch", "LD", "feature imitation", "LD + feature imitation"}
+    assert len(info["runs"]) == len(info["arms"]) * len(info["seeds"]) and len(info["seeds"]) >= 3
+    assert info["chosen"]["LD"] in detection.LD_CANDIDATES
+    assert info["chosen"]["feature imitation"] in detection.FEATURE_CANDIDATES
+    for run in info["runs"]:
+        assert len(run["history"]["valid_mAP"]) == info["epochs"] and 0 <= run["last"]["mAP"] <= 100
+    cls, edges = students["LD"](torch.zeros(1, 1, 64, 64))
+    assert cls.shape == (1, 10, 16, 16) and edges.shape == (1, 4, 8, 16, 16)
