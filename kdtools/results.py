@@ -477,7 +477,8 @@ def model_name_notes(rows: Iterable[dict]) -> List[str]:
     from .models import ARCHITECTURES
     try:
         from .zoo import available as _zoo_names
-        zoo = set(_zoo_names())
+        from .zoo.artifacts import ARTIFACT_RECIPES  # shipped models that are not classifiers
+        zoo = set(_zoo_names()) | set(ARTIFACT_RECIPES)
     except Exception:  # the zoo's manifest is optional for this lint
         zoo = set()
     known = set(ARCHITECTURES) | zoo | {"-"}
