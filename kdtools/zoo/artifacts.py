@@ -60,6 +60,20 @@ ARTIFACT_RECIPES: Dict[str, ArtifactRecipe] = {
                     "weights, then width-4 students from scratch, + LD, + feature imitation and + both (chosen "
                     "settings), 3 seeds, 20 epochs on 2,000 canvases, distilled from canvas-detector-teacher; "
                     "stores every run's history and test mAP and the first seed's students."),
+    "cmudict-g2p-teacher": ArtifactRecipe(
+        builder="kdtools.applications.g2p:build_g2p_teacher",
+        kwargs=dict(hidden=256, n_train=40_000, epochs=12, lr=3e-3, seed=0),
+        description="Module 6's grapheme-to-phoneme teacher: a GRU encoder-decoder with attention (256 units) "
+                    "trained on every pronunciation of 40,000 CMU dictionary training words "
+                    "(kdtools.applications.g2p)."),
+    "cmudict-g2p-students": ArtifactRecipe(
+        builder="kdtools.applications.g2p:build_g2p_study",
+        kwargs=dict(n_train=10_000, n_valid=500, n_test=2000, epochs=12, seeds=[0, 1, 2], alphas=[0.5, 0.9],
+                    beam=5, workers=2),
+        description="The token- vs sequence-level KD comparison: 64-unit students trained on references, with "
+                    "word-level KD (weight chosen on validation), on the teacher's beam outputs (sequence-level "
+                    "KD), and both; 3 seeds, 12 epochs on 10,000 words; every run's record and the first seed's "
+                    "students."),
 }
 
 
