@@ -1,7 +1,6 @@
 """Correct and wrong answers to the word-level KD exercise (notebooks/06_applications/token_vs_sequence_kd.ipynb),
 for tests/test_exercises.py: check_token_kd_loss must accept the first and reject each of the second with its
 hint."""
-import torch
 import torch.nn.functional as F
 
 
