@@ -135,3 +135,42 @@ def test_word_kd_pulls_the_student_towards_the_teacher():
                     ).abs().mean().item()
 
     assert gap(0.9) < gap(0.0)
+
+
+def test_decoding_stops_at_eos():
+    model = _tiny_model(seed=2)
+    with torch.no_grad():
+        model.output[-1].bias[g2p.EOS] += 100.0  # EOS is certain at every step
+    words = ["cab", "tomato"]
+    assert g2p.greedy_decode(model, words) == [(), ()]
+    for hyps in g2p.beam_decode(model, words, beam=3, n_best=3):
+        assert hyps[0] == ((), pytest.approx(0.0, abs=1e-4))  # log 1: the certain empty pronunciation
+        assert all(len(phonemes) == 1 for phonemes, _ in hyps[1:])  # the others end right after one phoneme
+    with torch.no_grad():  # EOS likely but not certain: outputs end before the length limit
+        model.output[-1].bias[g2p.EOS] -= 92.0
+    greedy = g2p.greedy_decode(model, words)
+    assert all(len(h) < g2p.MAX_PHONEMES for h in greedy)
+    assert [h[0][0] for h in g2p.beam_decode(model, words, beam=1)] == greedy
+
+
+def test_batched_decoding_does_not_depend_on_the_batch():
+    model = _tiny_model(seed=4)
+    with torch.no_grad():
+        model.output[-1].bias[g2p.EOS] += 3.0
+    words = ["cab", "abcdefghijkl", "dog", "tomato", "either", "xy"]
+    for beam in (1, 4):
+        together = g2p.decode_words(model, words, beam=beam)
+        assert g2p.decode_words(model, words, beam=beam, batch_size=1) == together
+        assert g2p.decode_words(model, words[::-1], beam=beam, batch_size=4) == together[::-1]
+
+
+def test_bad_decoding_and_scoring_input_names_the_argument():
+    model = _tiny_model()
+    with pytest.raises(ValueError, match=r"beam must be a positive int.*beam=0"):
+        g2p.beam_decode(model, ["cab"], beam=0)
+    with pytest.raises(ValueError, match="at least one reference"):
+        g2p.error_rates([("K",)], [()])
+    with pytest.raises(ValueError, match="words and targets"):
+        g2p.train_g2p(model, ["cab", "dog"], [("K", "AE", "B")])
+    with pytest.raises(ValueError, match="word_kd_weight=0.5 needs a teacher"):
+        g2p.train_g2p(model, ["cab"], [("K", "AE", "B")], word_kd_weight=0.5)
