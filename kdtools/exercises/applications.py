@@ -83,6 +83,85 @@ def check_ld_loss(fn) -> CheckResult:
 
 
 # ---- Token- vs sequence-level KD (notebooks/06_applications/token_vs_sequence_kd.ipynb)
+import torch as _g2p_torch  # noqa: E402  (this block's imports stay in this block)
+
+
+def _g2p_reference(student_logits, teacher_logits, mask, temperature):
+    from ..losses import token_kd_loss
+    return token_kd_loss(student_logits, teacher_logits, mask=mask, temperature=temperature)
+
+
+def _g2p_kl(student_logits, teacher_logits, temperature):
+    log_s = (student_logits / temperature).log_softmax(-1)
+    log_t = (teacher_logits / temperature).log_softmax(-1)
+    return (log_t.exp() * (log_t - log_s)).sum(-1)  # [B, L]
+
+
+def _g2p_args(seed, lengths, length, vocab, temperature):
+    gen = _g2p_torch.Generator().manual_seed(seed)
+    batch = len(lengths)
+    mask = _g2p_torch.arange(length)[None, :] < _g2p_torch.tensor(lengths)[:, None]
+    return (2 * _g2p_torch.randn(batch, length, vocab, generator=gen),
+            2 * _g2p_torch.randn(batch, length, vocab, generator=gen), mask, temperature)
+
+
+def _g2p_cases():
+    return [
+        Case("3 words of 5, 2 and 7 phonemes padded to 7, 12 symbols, T = 1", lambda: _g2p_args(70, [5, 2, 7], 7, 12, 1.0),
+             {"T": 1.0}),
+        Case("4 words of 1, 6, 3 and 6 phonemes padded to 6, T = 2", lambda: _g2p_args(71, [1, 6, 3, 6], 6, 9, 2.0),
+             {"T": 2.0}),
+        Case("2 words of 8 and 3 phonemes padded to 8, 42 symbols, T = 1", lambda: _g2p_args(72, [8, 3], 8, 42, 1.0),
+             {"T": 1.0}),
+        Case("the gradient with respect to the student's logits, 3 words, T = 2",
+             lambda: _g2p_args(73, [4, 1, 5], 5, 7, 2.0), {"T": 2.0}, gradient=True),
+    ]
+
+
+_G2P_PADDING = ("you counted the padding: average over the REAL tokens only (mask == True); padded positions must\n"
+                "  add neither to the sum nor to the count.")
+_G2P_PER_SEQUENCE = ("you averaged each word's tokens first and then the words: Kim & Rush's word-level KD is a mean\n"
+                     "  over all real TOKENS of the batch (sum of the masked per-token KLs / number of real tokens),\n"
+                     "  so a long word weighs more than a short one.")
+_G2P_REVERSED = ("your KL is the wrong way round: word-level KD is KL(p^t ‖ p^s) at every position, the teacher's\n"
+                 "  distribution first.")
+_G2P_NO_T2 = ("multiply by T² (here {T}²), as in kd_loss: softening by T shrinks the KL's gradients by 1/T².")
+_G2P_NO_T = ("divide both logits by the temperature (here T = {T}) before the softmax.")
+_G2P_SUM = ("divide by the number of real tokens: the loss is a mean over tokens, not a sum.")
+
+
+def _g2p_masked_mean(per_token, mask):
+    weights = mask.to(per_token.dtype)
+    return (per_token * weights).sum() / weights.sum()
+
+
+_G2P_MISTAKES = [
+    Mistake(_G2P_PADDING, lambda s, t, m, T: T ** 2 * _g2p_kl(s, t, T).mean()),
+    Mistake(_G2P_PADDING, lambda s, t, m, T: T ** 2 * (_g2p_kl(s, t, T) * m).sum() / m.numel()),
+    Mistake(_G2P_PER_SEQUENCE, lambda s, t, m, T: T ** 2 * ((_g2p_kl(s, t, T) * m).sum(1) / m.sum(1)).mean()),
+    Mistake(_G2P_REVERSED, lambda s, t, m, T: T ** 2 * _g2p_masked_mean(_g2p_kl(t, s, T), m)),
+    Mistake(_G2P_NO_T2, lambda s, t, m, T: _g2p_masked_mean(_g2p_kl(s, t, T), m)),
+    Mistake(_G2P_NO_T, lambda s, t, m, T: T ** 2 * _g2p_masked_mean(_g2p_kl(s, t, 1.0), m)),
+    Mistake(_G2P_SUM, lambda s, t, m, T: T ** 2 * (_g2p_kl(s, t, T) * m).sum()),
+]
+
+
+def check_token_kd_loss(fn) -> CheckResult:
+    r"""Check ``fn(student_logits, teacher_logits, mask, temperature)`` = word-level KD averaged over the real
+    tokens: :math:`\frac{\sum_{b,l} m_{b,l}\,T^2\,\mathrm{KL}(p^t_{b,l}\,\|\,p^s_{b,l})}{\sum_{b,l} m_{b,l}}` for
+    logits ``[B, L, V]`` and a boolean ``mask`` ``[B, L]`` (True on real tokens), a scalar.
+
+    Four checks: words of different lengths at T = 1 and 2, and the gradient.
+    """
+    return run_checks(
+        fn, name="token_kd_loss", signature="token_kd_loss(student_logits, teacher_logits, mask, temperature)",
+        reference=_g2p_reference, cases=_g2p_cases(), mistakes=_G2P_MISTAKES,
+        error_hints=[ErrorHint(r"size of tensor|must match|dimension",
+                               "the logits are [B, L, V]: take the softmax over the last axis (the symbols); the "
+                               "mask is [B, L], one entry per position.")],
+        covers="padding masked out, the mean over real tokens, KL direction, the temperature and T², gradients",
+        rtol=1e-4, atol=1e-6)
+# ---- end of token- vs sequence-level KD
 
 
 # ---- Segmentation KD (notebooks/06_applications/segmentation_kd.ipynb)

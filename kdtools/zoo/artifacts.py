@@ -66,6 +66,20 @@ ARTIFACT_RECIPES: Dict[str, ArtifactRecipe] = {
         description="Module 6's segmentation teacher: an encoder-decoder Segmenter of width 16 (95k parameters, "
                     "stored in float16) trained for 8 epochs on 1,500 multi-digit MNIST canvases, best "
                     "validation epoch kept (kdtools.applications.segmentation)."),
+    "cmudict-g2p-teacher": ArtifactRecipe(
+        builder="kdtools.applications.g2p:build_g2p_teacher",
+        kwargs=dict(hidden=256, n_train=40_000, epochs=12, lr=3e-3, seed=0),
+        description="Module 6's grapheme-to-phoneme teacher: a GRU encoder-decoder with attention (256 units) "
+                    "trained on every pronunciation of 40,000 CMU dictionary training words "
+                    "(kdtools.applications.g2p)."),
+    "cmudict-g2p-students": ArtifactRecipe(
+        builder="kdtools.applications.g2p:build_g2p_study",
+        kwargs=dict(n_train=10_000, n_valid=500, n_test=2000, epochs=12, seeds=[0, 1, 2], alphas=[0.5, 0.9],
+                    beam=5, workers=2),
+        description="The token- vs sequence-level KD comparison: 64-unit students trained on references, with "
+                    "word-level KD (weight chosen on validation), on the teacher's beam outputs (sequence-level "
+                    "KD), and both; 3 seeds, 12 epochs on 10,000 words; every run's record and the first seed's "
+                    "students."),
 }
 
 
