@@ -164,4 +164,90 @@ def check_token_kd_loss(fn) -> CheckResult:
 # ---- end of token- vs sequence-level KD
 
 
+# ---- Segmentation KD (notebooks/06_applications/segmentation_kd.ipynb)
+import torch as _seg_torch  # noqa: E402  (this block's imports stay in this block)
+
+
+def _seg_reference(student_logits, teacher_logits, temperature):
+    from ..losses import pixelwise_kd_loss
+    return pixelwise_kd_loss(student_logits, teacher_logits, temperature)
+
+
+def _seg_kl(student_logits, teacher_logits, temperature, dim=1):
+    log_s = (student_logits / temperature).log_softmax(dim)
+    log_t = (teacher_logits / temperature).log_softmax(dim)
+    return (log_t.exp() * (log_t - log_s)).sum(dim)
+
+
+def _seg_spatial_kl(student_logits, teacher_logits, temperature):
+    # one distribution per (image, class) over the H·W pixels
+    s, t = student_logits.flatten(2), teacher_logits.flatten(2)
+    return _seg_kl(s, t, temperature, dim=-1)
+
+
+def _seg_args(seed, shape, temperature):
+    gen = _seg_torch.Generator().manual_seed(seed)
+    return 2 * _seg_torch.randn(shape, generator=gen), 2 * _seg_torch.randn(shape, generator=gen), temperature
+
+
+def _seg_cases():
+    return [
+        Case("2 images, 11 classes, 6×5 pixels, T = 1 (the authors' setting)", lambda: _seg_args(70, (2, 11, 6, 5), 1.0),
+             {"T": 1.0, "B": 2}),
+        Case("3 images, 4 classes, 5×7 pixels, T = 4", lambda: _seg_args(71, (3, 4, 5, 7), 4.0), {"T": 4.0, "B": 3}),
+        Case("1 image, 3 classes, 8×8 pixels, T = 2", lambda: _seg_args(72, (1, 3, 8, 8), 2.0), {"T": 2.0, "B": 1}),
+        Case("the gradient with respect to the student's logits, 2 images, T = 2",
+             lambda: _seg_args(73, (2, 5, 4, 4), 2.0), {"T": 2.0, "B": 2}, gradient=True),
+    ]
+
+
+def _seg_pixels(x):
+    return x.shape[-2] * x.shape[-1]
+
+
+_SEG_SPATIAL = ("your softmax runs over the pixels, not over the classes: at EVERY pixel the C class logits\n"
+                "  (dim=1 of [B, C, H, W]) make one distribution; take the softmax along dim=1.")
+_SEG_BATCH_MEAN = ("you averaged over the images too: the authors' loss SUMS the per-image means, i.e. divides the\n"
+                   "  sum over all pixels of the batch by H·W only, not by B·H·W (here B = {B}).")
+_SEG_NO_PIXEL_MEAN = ("divide by the number of pixels H·W: the loss is each image's MEAN over its pixels, summed\n"
+                      "  over the images, not the plain sum over every pixel.")
+_SEG_OVER_CLASSES = ("you also divided by the number of classes (F.kl_div's reduction='mean' averages over every\n"
+                     "  element): sum the KL over the classes, then divide by H·W.")
+_SEG_REVERSED = "your KL is the wrong way round: pixel-wise KD is KL(p^t ‖ p^s), the teacher's distribution first."
+_SEG_NO_T = "divide the logits by the temperature (here T = {T}) before the softmax, and multiply the KL by T²."
+_SEG_NO_T2 = "multiply by T² (here {T}²): softening by T shrinks the KL's gradients by 1/T²."
+
+_SEG_MISTAKES = [
+    Mistake(_SEG_SPATIAL, lambda s, t, T: T ** 2 * _seg_spatial_kl(s, t, T).sum() / _seg_pixels(s)),
+    Mistake(_SEG_SPATIAL, lambda s, t, T: T ** 2 * _seg_kl(s, t, T, dim=-1).sum() / _seg_pixels(s)),
+    Mistake(_SEG_SPATIAL, lambda s, t, T: T ** 2 * _seg_kl(s, t, T, dim=0).sum() / _seg_pixels(s)),
+    Mistake(_SEG_BATCH_MEAN, lambda s, t, T: T ** 2 * _seg_kl(s, t, T).mean()),
+    Mistake(_SEG_NO_PIXEL_MEAN, lambda s, t, T: T ** 2 * _seg_kl(s, t, T).sum()),
+    Mistake(_SEG_OVER_CLASSES, lambda s, t, T: T ** 2 * _seg_kl(s, t, T).sum() / _seg_pixels(s) / s.shape[1]),
+    Mistake(_SEG_OVER_CLASSES, lambda s, t, T: T ** 2 * _seg_kl(s, t, T).mean() / s.shape[1]),
+    Mistake(_SEG_REVERSED, lambda s, t, T: T ** 2 * _seg_kl(t, s, T).sum() / _seg_pixels(s)),
+    Mistake(_SEG_NO_T, lambda s, t, T: _seg_kl(s, t, 1.0).sum() / _seg_pixels(s)),
+    Mistake(_SEG_NO_T2, lambda s, t, T: _seg_kl(s, t, T).sum() / _seg_pixels(s)),
+]
+
+
+def check_pixelwise_kd_loss(fn) -> CheckResult:
+    r"""Check ``fn(student_logits, teacher_logits, temperature)`` = the pixel-wise distillation loss with the
+    authors' reduction: :math:`\sum_b \frac{1}{HW}\sum_{i} T^2\,\mathrm{KL}\big(\mathrm{softmax}_c(z^t_{b,:,i}/T)
+    \,\|\,\mathrm{softmax}_c(z^s_{b,:,i}/T)\big)` for class maps ``[B, C, H, W]``, a scalar.
+
+    Four checks: three shapes at T = 1, 4 and 2, and the gradient.
+    """
+    return run_checks(
+        fn, name="pixelwise_kd_loss", signature="pixelwise_kd_loss(student_logits, teacher_logits, temperature)",
+        reference=_seg_reference, cases=_seg_cases(), mistakes=_SEG_MISTAKES,
+        error_hints=[ErrorHint(r"size of tensor|must match|dimension",
+                               "both inputs are [B, C, H, W] class maps; take the softmax over the classes (dim=1) "
+                               "at each pixel.")],
+        covers="softmax over the classes at each pixel, KL direction, the temperature and T², "
+               "mean over pixels and sum over images, gradients",
+        rtol=1e-4, atol=1e-6)
+# ---- end of segmentation KD
+
+
 __all__ = sorted(name for name in dir() if name.startswith("check_"))

@@ -8,6 +8,7 @@ code differs from the paper. ``LOSSES`` maps a method's short name to its loss f
 from .contrastive import CRDLoss, CRDQueueLoss, crd_nce_loss
 from .data_free import (DAFL_WEIGHTS, IMAGE_PRIOR_WEIGHTS, batch_statistics, dafl_losses, deepinversion_bn_loss,
                         image_prior_loss, total_variation)
+from .dense import PIXELWISE_REDUCTIONS, pixelwise_kd_loss
 from .detection import foreground_weighted_feature_loss, localization_distillation_loss
 from .feature import NST_KERNELS, ConvRegressor, at_loss, attention_map, hint_loss, nst_loss
 from .relation import RKD_WEIGHTS, fsp_loss, fsp_matrix, rkd_angle_loss, rkd_distance_loss, rkd_loss
@@ -49,6 +50,8 @@ __all__ = [
     "token_kd_loss",
     # detection
     "localization_distillation_loss", "foreground_weighted_feature_loss",
+    # dense prediction
+    "pixelwise_kd_loss", "PIXELWISE_REDUCTIONS",
     # data-free
     "batch_statistics", "deepinversion_bn_loss", "total_variation", "image_prior_loss", "dafl_losses",
     "DAFL_WEIGHTS", "IMAGE_PRIOR_WEIGHTS",

@@ -60,6 +60,12 @@ ARTIFACT_RECIPES: Dict[str, ArtifactRecipe] = {
                     "weights, then width-4 students from scratch, + LD, + feature imitation and + both (chosen "
                     "settings), 3 seeds, 20 epochs on 2,000 canvases, distilled from canvas-detector-teacher; "
                     "stores every run's history and test mAP and the first seed's students."),
+    "canvas-segmenter-teacher": ArtifactRecipe(
+        builder="kdtools.applications.segmentation:build_segmenter_teacher",
+        kwargs=dict(width=16, n_train=1500, epochs=8, batch_size=32, lr=3e-3, seed=0),
+        description="Module 6's segmentation teacher: an encoder-decoder Segmenter of width 16 (95k parameters, "
+                    "stored in float16) trained for 8 epochs on 1,500 multi-digit MNIST canvases, best "
+                    "validation epoch kept (kdtools.applications.segmentation)."),
     "cmudict-g2p-teacher": ArtifactRecipe(
         builder="kdtools.applications.g2p:build_g2p_teacher",
         kwargs=dict(hidden=256, n_train=40_000, epochs=12, lr=3e-3, seed=0),
