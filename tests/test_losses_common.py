@@ -110,7 +110,7 @@ def test_registry_maps_names_to_the_exported_functions():
         "kd": L.kd_loss, "dkd": L.dkd_loss, "fitnets": L.hint_loss, "at": L.at_loss, "nst": L.nst_loss,
         "fsp": L.fsp_loss, "rkd_distance": L.rkd_distance_loss, "rkd_angle": L.rkd_angle_loss,
         "crd": L.crd_nce_loss, "dml": L.dml_loss, "token_kd": L.token_kd_loss,
-        "ld": L.localization_distillation_loss,
+        "ld": L.localization_distillation_loss, "pixelwise_kd": L.pixelwise_kd_loss,
     }
     for key, fn in expected.items():
         assert L.LOSSES[key] is fn

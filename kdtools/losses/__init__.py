@@ -31,6 +31,7 @@ LOSSES = {
     "token_kd": token_kd_loss,
     "ld": localization_distillation_loss,
     "fg_feature": foreground_weighted_feature_loss,
+    "pixelwise_kd": pixelwise_kd_loss,
     "deepinversion_bn": deepinversion_bn_loss,
     "image_prior": image_prior_loss,
     "dafl": dafl_losses,
