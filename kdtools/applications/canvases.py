@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..data import MNIST_MEAN, MNIST_STD, load_mnist
 
-__all__ = ["DigitCanvases", "make_digit_canvases", "INK", "SPLITS"]
+__all__ = ["DigitCanvases", "make_digit_canvases", "make_canvases", "INK", "SPLITS"]
 
 INK = 0.3  # intensity in [0, 1] above which a resized digit's pixel is ink (its box and its mask)
 # which MNIST images each split may use, and the seed offset that makes the splits' draws independent
@@ -82,6 +82,12 @@ def make_digit_canvases(split: str = "train", n: int = 1000, size: int = 64, sca
     _check_args(split, n, size, tuple(scales), max_digits)
     made = _make_cached(split, n, size, tuple(scales), max_digits, seed, None if root is None else str(root))
     return DigitCanvases(*(t.clone() for t in made))
+
+
+def make_canvases(split: str, n: int, seed: int = 0) -> DigitCanvases:
+    """The canvases of Module 6's detection and segmentation lessons: :func:`make_digit_canvases` with its defaults
+    (64×64 pixels, 1–3 digits of sides 16–36 pixels)."""
+    return make_digit_canvases(split, n, seed=seed)
 
 
 @functools.lru_cache(maxsize=8)

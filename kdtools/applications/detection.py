@@ -30,7 +30,7 @@ from torch import nn
 from torchvision.ops import batched_nms, box_iou, generalized_box_iou_loss
 
 from ..losses import foreground_weighted_feature_loss, localization_distillation_loss
-from .canvases import DigitCanvases
+from .canvases import DigitCanvases, make_canvases
 
 __all__ = ["DenseDetector", "assign_targets", "gfl_losses", "decode_boxes", "detect", "mean_average_precision",
            "train_detector", "teacher_outputs", "box_mask", "run_student_jobs", "ARMS", "choose_on_validation",
@@ -397,12 +397,6 @@ def build_detector_teacher(width: int = 16, n_train: int = 6000, epochs: int = 2
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, info
 
 
-def make_canvases(split: str, n: int, seed: int = 0) -> DigitCanvases:
-    """The lesson's canvases: :func:`~kdtools.applications.canvases.make_digit_canvases` with its defaults (64×64
-    pixels, 1–3 digits of sides 16–36 pixels)."""
-    from .canvases import make_digit_canvases
-
-    return make_digit_canvases(split, n, seed=seed)
 
 
 def load_teacher(name: str = "canvas-detector-teacher") -> DenseDetector:

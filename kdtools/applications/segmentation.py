@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import pixelwise_kd_loss
-from .canvases import DigitCanvases
+from .canvases import DigitCanvases, make_canvases
 
 __all__ = ["N_CLASSES", "Segmenter", "class_maps", "mean_iou", "train_segmenter", "build_segmenter_teacher",
            "load_segmenter_teacher", "make_canvases", "pixel_entropy", "TEACHER_WIDTH", "STUDENT_WIDTH"]
@@ -138,11 +138,6 @@ def train_segmenter(model: Segmenter, train: DigitCanvases, epochs: int = 6, bat
     return history
 
 
-def make_canvases(split: str, n: int, seed: int = 0) -> DigitCanvases:
-    """The lesson's canvases (those of the detection lesson: 64×64, 1–3 digits of sides 16–36 pixels)."""
-    from .canvases import make_digit_canvases
-
-    return make_digit_canvases(split, n, seed=seed)
 
 
 def build_segmenter_teacher(width: int = TEACHER_WIDTH, n_train: int = 3000, epochs: int = 10,
