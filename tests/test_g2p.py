@@ -174,3 +174,10 @@ def test_bad_decoding_and_scoring_input_names_the_argument():
         g2p.train_g2p(model, ["cab", "dog"], [("K", "AE", "B")])
     with pytest.raises(ValueError, match="word_kd_weight=0.5 needs a teacher"):
         g2p.train_g2p(model, ["cab"], [("K", "AE", "B")], word_kd_weight=0.5)
+
+
+def test_the_shipped_study_loads_its_students_in_the_arms_order():
+    info, students = g2p.load_g2p_study()
+    assert list(students) == list(g2p.G2P_ARMS) and len(info["runs"]) == len(g2p.G2P_ARMS) * len(info["seeds"])
+    assert all(not m.training and m.hidden == info["student_hidden"] for m in students.values())
+    assert g2p.load_g2p_teacher().hidden == 256

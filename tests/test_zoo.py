@@ -190,3 +190,22 @@ def test_student_recipes_name_their_teacher_and_distillation_settings():
                                                                      "description")}
         assert same == {k: v for k, v in zoo.asdict(scratch).items() if k in same}
     assert zoo.RECIPES["mnist-mlp-teacher-200ep"].init_from == "mnist-mlp-teacher"
+
+
+def test_grouped_states_round_trip_through_load_networks(tmp_path, monkeypatch):
+    from kdtools.zoo import artifacts
+
+    nets = {"a": torch.nn.Linear(3, 2), "b": torch.nn.Linear(3, 2)}
+    tensors = artifacts.grouped_states({k: v.state_dict() for k, v in nets.items()})
+    assert set(tensors) == {"a/weight", "a/bias", "b/weight", "b/bias"}
+    monkeypatch.setattr(artifacts, "load_artifact",
+                        lambda name, *rest: ({k: v.half() for k, v in tensors.items()}, {"info": {"n": 3}}))
+    models, entry = artifacts.load_networks("x", lambda info: torch.nn.Linear(info["n"], 2))
+    assert set(models) == {"a", "b"} and not models["a"].training
+    assert torch.allclose(models["b"].weight, nets["b"].weight.half().float())
+    single = nets["a"].state_dict()
+    monkeypatch.setattr(artifacts, "load_artifact",
+                        lambda name, *rest: ({k: v.half() for k, v in single.items()}, {"info": {"n": 3}}))
+    model, _ = artifacts.load_network("x", lambda info: torch.nn.Linear(info["n"], 2))
+    assert model.weight.dtype == torch.float32 and not model.training
+    assert torch.allclose(model.bias, nets["a"].bias.half().float())

@@ -21,7 +21,6 @@ inside the box within 1.5 strides of its centre, plus the location nearest the c
 from __future__ import annotations
 
 import math
-import time
 from typing import Dict, List, Optional
 
 import torch
@@ -30,6 +29,7 @@ from torch import nn
 from torchvision.ops import batched_nms, box_iou, generalized_box_iou_loss
 
 from ..losses import foreground_weighted_feature_loss, localization_distillation_loss
+from ._loop import run_epochs
 from .canvases import DigitCanvases, make_canvases
 
 __all__ = ["DenseDetector", "assign_targets", "gfl_losses", "decode_boxes", "detect", "mean_average_precision",
@@ -326,57 +326,38 @@ def train_detector(model: DenseDetector, train: DigitCanvases, epochs: int = 10,
         adapter = nn.Conv2d(model.feature_channels, teacher.feature_channels, 1)
         params += list(adapter.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
-    gen = torch.Generator().manual_seed(seed)
-    history = {"loss": [], "valid_mAP": [], "best_epoch": None, "best_state": None}
     student_neck = []
+
+    def batch_loss(idx):
+        images, boxes, labels = train.images[idx], train.boxes[idx], train.labels[idx]
+        student_neck.clear()
+        cls, edges = model(images)
+        terms = gfl_losses(cls, edges, boxes, labels, model.stride)
+        loss = terms["qfl"] + 2.0 * terms["giou"] + 0.25 * terms["dfl"]
+        if ld_weight > 0:
+            pos = terms["positive"]
+            s_pos = edges.flatten(3).permute(0, 3, 1, 2)[pos]
+            t_pos = t_edges_all[idx].flatten(3).permute(0, 3, 1, 2)[pos]
+            per_gpu = 4.0 * len(idx) / LD_IMAGES_PER_GPU  # their sum over 2 images' positives
+            loss = loss + ld_weight * localization_distillation_loss(
+                s_pos, t_pos, ld_temperature, weight=terms["quality"], avg_factor=per_gpu)
+        if distill_features:
+            t_neck = t_neck_all[idx]
+            mask = box_mask(boxes, labels, *t_neck.shape[-2:], model.stride)
+            loss = loss + foreground_weighted_feature_loss(adapter(student_neck[0]), t_neck, mask,
+                                                           fg_weight, bg_weight)
+        return loss
+
+    def validate():
+        return mean_average_precision(detect(model, valid.images), valid)["mAP"]
+
     hook = model.backbone.neck.register_forward_hook(lambda m, i, o: student_neck.append(o))
-    start_time = time.perf_counter()
     try:
-        for epoch in range(epochs if stop_after is None else min(stop_after, epochs)):
-            model.train()
-            order = torch.randperm(len(train), generator=gen)
-            total = 0.0
-            for start in range(0, len(train), batch_size):
-                idx = order[start:start + batch_size]
-                images, boxes, labels = train.images[idx], train.boxes[idx], train.labels[idx]
-                student_neck.clear()
-                cls, edges = model(images)
-                terms = gfl_losses(cls, edges, boxes, labels, model.stride)
-                loss = terms["qfl"] + 2.0 * terms["giou"] + 0.25 * terms["dfl"]
-                if ld_weight > 0:
-                    pos = terms["positive"]
-                    s_pos = edges.flatten(3).permute(0, 3, 1, 2)[pos]
-                    t_pos = t_edges_all[idx].flatten(3).permute(0, 3, 1, 2)[pos]
-                    per_gpu = 4.0 * len(idx) / LD_IMAGES_PER_GPU  # their sum over 2 images' positives
-                    loss = loss + ld_weight * localization_distillation_loss(
-                        s_pos, t_pos, ld_temperature, weight=terms["quality"], avg_factor=per_gpu)
-                if distill_features:
-                    t_neck = t_neck_all[idx]
-                    mask = box_mask(boxes, labels, *t_neck.shape[-2:], model.stride)
-                    loss = loss + foreground_weighted_feature_loss(adapter(student_neck[0]), t_neck, mask,
-                                                                   fg_weight, bg_weight)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total += loss.item() * len(idx)
-            history["loss"].append(round(total / len(train), 5))
-            if valid is not None:
-                score = mean_average_precision(detect(model, valid.images), valid)["mAP"]
-                history["valid_mAP"].append(round(score, 2))
-                if history["valid_mAP"][-1] >= max(history["valid_mAP"]):  # ties: the later epoch
-                    history["best_epoch"] = epoch + 1
-                    history["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if progress:
-                print(f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}"
-                      + (f", valid mAP {history['valid_mAP'][-1]:.2f}" if valid is not None else ""))
+        return run_epochs(model, len(train), batch_loss, optimizer, epochs=epochs, batch_size=batch_size, seed=seed,
+                          validate=validate if valid is not None else None, score_name="mAP",
+                          stop_after=stop_after, progress=progress)
     finally:
         hook.remove()
-    history["seconds"] = round(time.perf_counter() - start_time, 1)
-    model.eval()
-    return history
 
 
 def build_detector_teacher(width: int = 16, n_train: int = 6000, epochs: int = 20, batch_size: int = 32,
@@ -401,12 +382,9 @@ def build_detector_teacher(width: int = 16, n_train: int = 6000, epochs: int = 2
 
 def load_teacher(name: str = "canvas-detector-teacher") -> DenseDetector:
     """The shipped teacher detector ``name`` (checksum verified), in eval mode."""
-    from ..zoo.artifacts import load_artifact
+    from ..zoo.artifacts import load_network
 
-    state, entry = load_artifact(name)
-    model = DenseDetector(entry["info"]["width"])
-    model.load_state_dict(state)
-    return model.eval()
+    return load_network(name, lambda info: DenseDetector(info["width"]))[0]
 
 
 # ---- the lesson's students (notebooks/06_applications/detection_kd.ipynb)
@@ -487,6 +465,8 @@ def build_detection_study(n_train: int = 2000, n_valid: int = 300, n_test: int =
     arms (scratch, LD and feature imitation with the chosen settings, both) for every seed. Returns the last
     epoch's weights of every arm's first-seed student (``"<arm>/<parameter>"``) and, as ``info``, every run's
     history and test mAP."""
+    from ..zoo.artifacts import grouped_states
+
     candidates = {**LD_CANDIDATES, **FEATURE_CANDIDATES}
     sweep = run_student_jobs(candidates, list(seeds)[:1], n_train, n_valid, 0, epochs, workers)
     chosen_ld = choose_on_validation([r for r in sweep if r["arm"] in LD_CANDIDATES])
@@ -494,8 +474,12 @@ def build_detection_study(n_train: int = 2000, n_valid: int = 300, n_test: int =
     arms = {"scratch": {}, "LD": chosen_ld["options"], "feature imitation": chosen_features["options"],
             "LD + feature imitation": {**chosen_ld["options"], **chosen_features["options"]}}
     runs = run_student_jobs(arms, list(seeds), n_train, n_valid, n_test, epochs, workers)
-    states = [(r["arm"], r["seed"], r.pop("state")) for r in runs]
-    tensors = {f"{arm}/{k}": v for arm, seed, state in states if seed == seeds[0] for k, v in state.items()}
+    first_seed_states = {}
+    for r in runs:
+        state = r.pop("state")  # weights never go into the JSON record; the first seed's are stored as tensors
+        if r["seed"] == seeds[0]:
+            first_seed_states[r["arm"]] = state
+    tensors = grouped_states(first_seed_states)
     info = {"sweep": sweep, "chosen": {"LD": chosen_ld["arm"], "feature imitation": chosen_features["arm"]},
             "arms": arms, "runs": runs, "n_train": n_train, "n_valid": n_valid, "n_test": n_test, "epochs": epochs,
             "seeds": list(seeds), "student_width": STUDENT_WIDTH}
@@ -505,13 +489,7 @@ def build_detection_study(n_train: int = 2000, n_valid: int = 300, n_test: int =
 def load_study(name: str = "canvas-detection-students"):
     """``(info, students)`` of the shipped comparison: its record (:func:`build_detection_study`) and the
     first seed's last-epoch student of every arm, as :class:`DenseDetector` in eval mode."""
-    from ..zoo.artifacts import load_artifact
+    from ..zoo.artifacts import load_networks
 
-    tensors, entry = load_artifact(name)
-    info = entry["info"]
-    students = {}
-    for arm in info["arms"]:
-        model = DenseDetector(info["student_width"])
-        model.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items() if k.split("/", 1)[0] == arm})
-        students[arm] = model.eval()
-    return info, students
+    students, entry = load_networks(name, lambda info: DenseDetector(info["student_width"]))
+    return entry["info"], students

@@ -17,12 +17,13 @@ import functools
 import hashlib
 import math
 import re
-import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._loop import run_epochs
 
 __all__ = ["load_lexicon", "split_words", "LETTERS", "PHONEMES", "encode_words", "encode_phonemes", "G2P",
            "train_g2p", "greedy_decode", "beam_decode", "error_rates", "decode_words", "references", "pairs",
@@ -277,45 +278,28 @@ def train_g2p(model: G2P, words: Sequence[str], targets: Sequence[Sequence[str]]
     if teacher is not None:
         teacher.eval()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    steps = math.ceil(len(words) / batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps)
-    gen = torch.Generator().manual_seed(seed)
-    history = {"loss": [], "valid_PER": [], "best_epoch": None, "best_state": None}
-    start_time = time.perf_counter()
-    for epoch in range(epochs if stop_after is None else min(stop_after, epochs)):
-        model.train()
-        order = torch.randperm(len(words), generator=gen)
-        total = 0.0
-        for start in range(0, len(words), batch_size):
-            idx = order[start:start + batch_size]
-            src, src_len, tgt = letters[idx], lengths[idx], phonemes[idx]
-            width = int(src_len.max())
-            tgt = tgt[:, :int((tgt != PAD).sum(1).max())]
-            inputs, outputs = tgt[:, :-1], tgt[:, 1:]
-            logits = model(src[:, :width], src_len, inputs)
-            mask = outputs != PAD
-            loss = F.cross_entropy(logits[mask], outputs[mask])
-            if word_kd_weight > 0:
-                with torch.no_grad():
-                    teacher_logits = teacher(src[:, :width], src_len, inputs)
-                kd = token_kd_loss(logits, teacher_logits, mask=mask, temperature=temperature)
-                loss = (1 - word_kd_weight) * loss + word_kd_weight * kd
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(idx)
-        history["loss"].append(round(total / len(words), 5))
-        if valid is not None:
-            per = round(error_rates(decode_words(model, valid[0]), valid[1])["PER"], 2)
-            history["valid_PER"].append(per)
-            if per <= min(history["valid_PER"]):  # ties: the later epoch
-                history["best_epoch"] = epoch + 1
-                history["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    history["seconds"] = round(time.perf_counter() - start_time, 1)
-    model.eval()
-    return history
+
+    def batch_loss(idx):
+        src, src_len, tgt = letters[idx], lengths[idx], phonemes[idx]
+        width = int(src_len.max())
+        tgt = tgt[:, :int((tgt != PAD).sum(1).max())]
+        inputs, outputs = tgt[:, :-1], tgt[:, 1:]
+        logits = model(src[:, :width], src_len, inputs)
+        mask = outputs != PAD
+        loss = F.cross_entropy(logits[mask], outputs[mask])
+        if word_kd_weight > 0:
+            with torch.no_grad():
+                teacher_logits = teacher(src[:, :width], src_len, inputs)
+            kd = token_kd_loss(logits, teacher_logits, mask=mask, temperature=temperature)
+            loss = (1 - word_kd_weight) * loss + word_kd_weight * kd
+        return loss
+
+    def validate():
+        return error_rates(decode_words(model, valid[0]), valid[1])["PER"]
+
+    return run_epochs(model, len(words), batch_loss, optimizer, epochs=epochs, batch_size=batch_size, seed=seed,
+                      validate=validate if valid is not None else None, score_name="PER", lower_is_better=True,
+                      stop_after=stop_after, clip_norm=1.0)
 
 
 def references(words: Sequence[str]) -> List[Tuple[Tuple[str, ...], ...]]:
@@ -353,12 +337,9 @@ def build_g2p_teacher(hidden: int = 256, n_train: int = 40_000, epochs: int = 12
 
 def load_g2p_teacher(name: str = "cmudict-g2p-teacher") -> G2P:
     """The shipped teacher ``name`` (checksum verified), in eval mode."""
-    from ..zoo.artifacts import load_artifact
+    from ..zoo.artifacts import load_network
 
-    state, entry = load_artifact(name)
-    model = G2P(hidden=entry["info"]["hidden"])
-    model.load_state_dict(state)
-    return model.eval()
+    return load_network(name, lambda info: G2P(hidden=info["hidden"]))[0]
 
 
 STUDENT_HIDDEN = 64
@@ -403,6 +384,7 @@ def build_g2p_study(n_train: int = 10_000, n_valid: int = 500, n_test: int = 200
     every seed. Returns the first seed's students (``"<arm>/<parameter>"``) and, as ``info``, every run's
     history and test error rates (greedy and beam) and the teacher's targets."""
     from ..runtime import map_in_processes
+    from ..zoo.artifacts import grouped_states
 
     torch.set_num_threads(1)
     teacher = load_g2p_teacher()
@@ -414,8 +396,12 @@ def build_g2p_study(n_train: int = 10_000, n_valid: int = 500, n_test: int = 200
     alpha = min(sweep, key=lambda r: r["history"]["valid_PER"][-1])["alpha"]
     runs = map_in_processes(_g2p_student_job, [dict(common, arm=arm, seed=s, alpha=alpha, n_test=n_test)
                                                for arm in G2P_ARMS for s in seeds], workers)
-    states = [(r["arm"], r["seed"], r.pop("state")) for r in runs]
-    tensors = {f"{arm}/{k}": v for arm, seed, state in states if seed == seeds[0] for k, v in state.items()}
+    first_seed_states = {}
+    for r in runs:
+        state = r.pop("state")  # weights never go into the JSON record; the first seed's are stored as tensors
+        if r["seed"] == seeds[0]:
+            first_seed_states[r["arm"]] = state
+    tensors = grouped_states(first_seed_states)
     info = {"teacher_targets": [" ".join(t) for t in targets], "sweep": sweep, "alpha": alpha, "runs": runs,
             "n_train": n_train, "n_valid": n_valid, "n_test": n_test, "epochs": epochs, "seeds": list(seeds),
             "beam": beam, "student_hidden": STUDENT_HIDDEN}
@@ -425,13 +411,7 @@ def build_g2p_study(n_train: int = 10_000, n_valid: int = 500, n_test: int = 200
 def load_g2p_study(name: str = "cmudict-g2p-students"):
     """``(info, students)``: the shipped comparison's record (:func:`build_g2p_study`) and the first seed's
     student of every arm, in eval mode."""
-    from ..zoo.artifacts import load_artifact
+    from ..zoo.artifacts import load_networks
 
-    tensors, entry = load_artifact(name)
-    info = entry["info"]
-    students = {}
-    for arm in G2P_ARMS:
-        model = G2P(hidden=info["student_hidden"])
-        model.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items() if k.split("/", 1)[0] == arm})
-        students[arm] = model.eval()
-    return info, students
+    students, entry = load_networks(name, lambda info: G2P(hidden=info["student_hidden"]))
+    return entry["info"], {arm: students[arm] for arm in G2P_ARMS}

@@ -11,8 +11,6 @@ distillation loss of Liu et al. (2019, :func:`kdtools.losses.pixelwise_kd_loss`)
 """
 from __future__ import annotations
 
-import math
-import time
 from typing import Dict, Optional
 
 import torch
@@ -20,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import pixelwise_kd_loss
+from ._loop import run_epochs
 from .canvases import DigitCanvases, make_canvases
 
 __all__ = ["N_CLASSES", "Segmenter", "class_maps", "mean_iou", "train_segmenter", "build_segmenter_teacher",
@@ -104,38 +103,19 @@ def train_segmenter(model: Segmenter, train: DigitCanvases, epochs: int = 6, bat
                          f"got shape {tuple(teacher_logits.shape)}")
     seed_everything(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * math.ceil(len(train) / batch_size))
-    gen = torch.Generator().manual_seed(seed)
-    history = {"loss": [], "valid_mIoU": [], "best_epoch": None, "best_state": None}
-    start_time = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(train), generator=gen)
-        total = 0.0
-        for start in range(0, len(train), batch_size):
-            idx = order[start:start + batch_size]
-            logits = model(train.images[idx])
-            loss = F.cross_entropy(logits, train.masks[idx])
-            if kd_weight > 0:
-                loss = loss + kd_weight * pixelwise_kd_loss(logits, teacher_logits[idx], temperature,
-                                                            reduction="mean")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(idx)
-        history["loss"].append(round(total / len(train), 5))
-        if valid is not None:
-            history["valid_mIoU"].append(round(mean_iou(class_maps(model, valid.images), valid.masks), 2))
-            if history["valid_mIoU"][-1] >= max(history["valid_mIoU"]):
-                history["best_epoch"] = epoch + 1
-                history["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if progress:
-            print(f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}"
-                  + (f", valid mIoU {history['valid_mIoU'][-1]:.2f}" if valid is not None else ""))
-    history["seconds"] = round(time.perf_counter() - start_time, 1)
-    model.eval()
-    return history
+
+    def batch_loss(idx):
+        logits = model(train.images[idx])
+        loss = F.cross_entropy(logits, train.masks[idx])
+        if kd_weight > 0:
+            loss = loss + kd_weight * pixelwise_kd_loss(logits, teacher_logits[idx], temperature, reduction="mean")
+        return loss
+
+    def validate():
+        return mean_iou(class_maps(model, valid.images), valid.masks)
+
+    return run_epochs(model, len(train), batch_loss, optimizer, epochs=epochs, batch_size=batch_size, seed=seed,
+                      validate=validate if valid is not None else None, score_name="mIoU", progress=progress)
 
 
 
@@ -163,9 +143,6 @@ def build_segmenter_teacher(width: int = TEACHER_WIDTH, n_train: int = 3000, epo
 
 def load_segmenter_teacher(name: str = "canvas-segmenter-teacher") -> Segmenter:
     """The shipped teacher segmenter ``name`` (checksum verified), in float32 and eval mode."""
-    from ..zoo.artifacts import load_artifact
+    from ..zoo.artifacts import load_network
 
-    state, entry = load_artifact(name)
-    model = Segmenter(entry["info"]["width"])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    return model.eval()
+    return load_network(name, lambda info: Segmenter(info["width"]))[0]

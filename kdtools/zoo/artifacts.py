@@ -110,6 +110,37 @@ def load_artifact(name: str, checkpoint_dir: Path = CHECKPOINTS,
     return torch.load(path, map_location="cpu", weights_only=True), entry
 
 
+def load_network(name: str, build, checkpoint_dir: Path = CHECKPOINTS, manifest_path: Path = ARTIFACT_MANIFEST):
+    """``(model, entry)``: ``build(entry["info"])`` with artefact ``name``'s weights (float16 ones as float32), in
+    eval mode."""
+    state, entry = load_artifact(name, checkpoint_dir, manifest_path)
+    model = build(entry["info"])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model.eval(), entry
+
+
+def grouped_states(states: Dict[str, Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """Several networks' state dicts as one artefact's tensors, ``"<group>/<parameter>"``; undone by
+    :func:`load_networks`."""
+    return {f"{group}/{k}": v for group, state in states.items() for k, v in state.items()}
+
+
+def load_networks(name: str, build, checkpoint_dir: Path = CHECKPOINTS, manifest_path: Path = ARTIFACT_MANIFEST):
+    """``({group: model}, entry)`` for an artefact saved with :func:`grouped_states`: ``build(entry["info"])`` per
+    group, with that group's weights, in eval mode."""
+    tensors, entry = load_artifact(name, checkpoint_dir, manifest_path)
+    states: Dict[str, Dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        group, parameter = key.split("/", 1)
+        states.setdefault(group, {})[parameter] = value
+    models = {}
+    for group, state in states.items():
+        models[group] = build(entry["info"])
+        models[group].load_state_dict(state)
+        models[group].eval()
+    return models, entry
+
+
 def store_artifact(name: str, tensors: Dict[str, torch.Tensor], info: dict, seconds: float,
                    checkpoint_dir: Path = CHECKPOINTS, manifest_path: Path = ARTIFACT_MANIFEST) -> dict:
     """Save what ``ARTIFACT_RECIPES[name]``'s builder returned and record it in the manifest."""
