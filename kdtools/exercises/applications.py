@@ -1,4 +1,5 @@
-r"""Checkers of Module 6 (applications): detection and segmentation KD, token- vs sequence-level KD.
+r"""Checkers of Module 6 (applications): detection and segmentation KD, token- vs sequence-level KD, reasoning
+distillation, diffusion step distillation, streaming action anticipation and the compression trinity.
 
 Every ``check_*`` function defined here is exported by :mod:`kdtools.exercises` and listed in its ``CHECKERS``;
 each lesson keeps its checkers, references and imports inside its own block below (imports aliased with the
@@ -248,6 +249,22 @@ def check_pixelwise_kd_loss(fn) -> CheckResult:
                "mean over pixels and sum over images, gradients",
         rtol=1e-4, atol=1e-6)
 # ---- end of segmentation KD
+
+
+# ---- Reasoning distillation (notebooks/06_applications/reasoning_distillation.ipynb)
+# ---- end of reasoning distillation
+
+
+# ---- Diffusion step distillation (notebooks/06_applications/diffusion_distillation.ipynb)
+# ---- end of diffusion step distillation
+
+
+# ---- Streaming action anticipation (notebooks/06_applications/streaming_anticipation.ipynb)
+# ---- end of streaming action anticipation
+
+
+# ---- Compression trinity (notebooks/06_applications/compression_trinity.ipynb)
+# ---- end of compression trinity
 
 
 __all__ = sorted(name for name in dir() if name.startswith("check_"))
