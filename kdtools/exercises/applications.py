@@ -260,6 +260,127 @@ def check_pixelwise_kd_loss(fn) -> CheckResult:
 
 
 # ---- Streaming action anticipation (notebooks/06_applications/streaming_anticipation.ipynb)
+import math as _stm_math  # noqa: E402  (this block's imports stay in this block)
+
+import torch as _stm_torch  # noqa: E402
+
+
+def _stm_reference(latency, frame_period, n_frames):
+    from ..applications.streaming import streaming_schedule
+    return streaming_schedule(latency, frame_period, n_frames)
+
+
+def _stm_finish_times(latency, frame_period, n_frames, pick_frame):
+    """(done time, frame) of every prediction a one-at-a-time model makes; ``pick_frame(free_at, next_frame)``
+    is the frame it starts on when it becomes free (times in frame periods)."""
+    r, free_at, next_frame, out = latency / frame_period, 0.0, 0, []
+    while True:
+        frame = pick_frame(free_at, next_frame)
+        if frame >= n_frames:
+            return out
+        start = max(free_at, float(frame))
+        free_at, next_frame = start + r, frame + 1
+        out.append((free_at, frame))
+
+
+def _stm_in_use(events, n_frames, strict=False):
+    """For each frame k, the newest frame whose event time is <= k (< k when ``strict``), -1 if none."""
+    out = _stm_torch.full((n_frames,), -1, dtype=_stm_torch.long)
+    for k in range(n_frames):
+        ready = [frame for time, frame in events if (time < k - 1e-9 if strict else time <= k + 1e-9)]
+        out[k] = max(ready) if ready else -1
+    return out
+
+
+def _stm_newest(free_at, next_frame):
+    return max(next_frame, _stm_math.floor(free_at + 1e-9))
+
+
+def _stm_newest_strictly_before(free_at, next_frame):  # a frame arriving at the very moment is not seen
+    return max(next_frame, _stm_math.ceil(free_at - 1e-9) - 1)
+
+
+def _stm_offline(latency, frame_period, n_frames):
+    return _stm_torch.arange(n_frames)
+
+
+def _stm_started(latency, frame_period, n_frames):  # the frame being worked on, not the newest finished
+    events = _stm_finish_times(latency, frame_period, n_frames, _stm_newest)
+    r = latency / frame_period
+    return _stm_in_use([(done - r, frame) for done, frame in events], n_frames)
+
+
+def _stm_strict(latency, frame_period, n_frames):
+    return _stm_in_use(_stm_finish_times(latency, frame_period, n_frames, _stm_newest), n_frames, strict=True)
+
+
+def _stm_pipelined(latency, frame_period, n_frames):  # every frame gets its own worker: nothing is skipped
+    r = latency / frame_period
+    return _stm_in_use([(k + r, k) for k in range(n_frames)], n_frames)
+
+
+def _stm_queued(latency, frame_period, n_frames):  # a busy model works through every frame in order
+    return _stm_in_use(_stm_finish_times(latency, frame_period, n_frames, lambda free_at, nxt: nxt), n_frames)
+
+
+def _stm_late_start(latency, frame_period, n_frames):
+    return _stm_in_use(_stm_finish_times(latency, frame_period, n_frames, _stm_newest_strictly_before), n_frames)
+
+
+def _stm_cases():
+    def args(latency, frame_period, n_frames):
+        return lambda: (latency, frame_period, n_frames)
+
+    return [
+        Case("latency 25 ms, a frame every 10 ms, 12 frames", args(25.0, 10.0, 12), {"r": 25, "d": 10}),
+        Case("latency 30 ms (exactly 3 frames), a frame every 10 ms, 12 frames", args(30.0, 10.0, 12),
+             {"r": 30, "d": 10}),
+        Case("latency 5 ms (half a frame), a frame every 10 ms, 6 frames", args(5.0, 10.0, 6), {"r": 5, "d": 10}),
+        Case("latency 10 ms, a frame every 4 ms, 15 frames", args(10.0, 4.0, 15), {"r": 10, "d": 4}),
+        Case("latency 0 (an instantaneous model), a frame every 10 ms, 5 frames", args(0.0, 10.0, 5),
+             {"r": 0, "d": 10}),
+    ]
+
+
+_STM_OFFLINE = ("you returned each frame's own prediction: that is offline evaluation. A prediction started at time s\n"
+                "  is only available from s + latency (here {r} ms) on; until then the previous one is in use.")
+_STM_STARTED = ("you used the prediction the model is still WORKING on: the one it started last. At time t only the\n"
+                "  predictions that have finished (start + {r} ms <= t) can be used.")
+_STM_STRICT = ("a prediction finishing exactly when a frame arrives is available at that frame (<=, not <): here the\n"
+               "  latency is {r} ms and frames arrive every {d} ms, so finish times can fall on arrivals.")
+_STM_PIPELINED = ("your model starts a prediction on EVERY frame, as if it had a free worker for each: one model works\n"
+                  "  on one frame at a time, so the frames arriving while it is busy are skipped.")
+_STM_QUEUED = ("your model works through every frame in order, so it falls further and further behind: when it\n"
+               "  becomes free it starts on the NEWEST frame that has arrived and skips the older ones.")
+_STM_LATE_START = ("a frame that arrives at the very moment the model becomes free is the newest frame: start on it\n"
+                   "  (the newest frame arrived at or before that moment, floor(t / frame_period)).")
+
+_STM_MISTAKES = [
+    Mistake(_STM_OFFLINE, _stm_offline),
+    Mistake(_STM_STARTED, _stm_started),
+    Mistake(_STM_STRICT, _stm_strict),
+    Mistake(_STM_PIPELINED, _stm_pipelined),
+    Mistake(_STM_QUEUED, _stm_queued),
+    Mistake(_STM_LATE_START, _stm_late_start),
+]
+
+
+def check_prediction_in_use(fn) -> CheckResult:
+    r"""Check ``fn(latency, frame_period, n_frames)`` = for each frame ``k`` (arriving at ``k * frame_period``),
+    the index of the frame whose prediction is in use at that moment, -1 if none yet: an int64 tensor
+    ``[n_frames]``. The model works on one frame at a time, starts on the newest arrived frame whenever it is free
+    (or waits for the next one), and each output is available ``latency`` after its start.
+
+    Five checks: latencies of 2.5, 3, 0.5 and 2.5 frame periods, and 0.
+    """
+    return run_checks(
+        fn, name="prediction_in_use", signature="prediction_in_use(latency, frame_period, n_frames)",
+        reference=_stm_reference, cases=_stm_cases(), mistakes=_STM_MISTAKES,
+        error_hints=[ErrorHint(r"float.*integer|integer.*float|not iterable|cannot be interpreted",
+                               "the latency and the frame period are floats (ms); convert a frame index with int() "
+                               "or math.floor before using it as an index or a range bound.")],
+        covers="latency before use, finish times on frame arrivals, a busy model skips frames, no prediction yet",
+        rtol=0, atol=0)
 # ---- end of streaming action anticipation
 
 

@@ -80,6 +80,19 @@ ARTIFACT_RECIPES: Dict[str, ArtifactRecipe] = {
                     "word-level KD (weight chosen on validation), on the teacher's beam outputs (sequence-level "
                     "KD), and both; 3 seeds, 12 epochs on 10,000 words; every run's record and the first seed's "
                     "students."),
+    "stream-anticipation-teacher": ArtifactRecipe(
+        builder="kdtools.applications.streaming:build_stream_teacher",
+        kwargs=dict(n_train=20_000, n_valid=3000, epochs=12, lr=3e-3, seed=0),
+        description="Module 6's streaming-anticipation teacher: a 2-layer GRU anticipator of 128 units over the "
+                    "last 48 frames (159k parameters), 4 horizon heads, trained for 12 epochs on a 20,000-frame "
+                    "synthetic procedural stream, best validation epoch kept (kdtools.applications.streaming)."),
+    "stream-anticipation-students": ArtifactRecipe(
+        builder="kdtools.applications.streaming:build_stream_study",
+        kwargs=dict(n_train=20_000, n_valid=3000, n_test=6000, epochs=12, lr=3e-3, alpha=0.9, temperature=4.0,
+                    seeds=[0, 1, 2], workers=2),
+        description="The streaming lesson's comparison: 16-unit GRU anticipators over the last 8 frames trained "
+                    "from scratch and with KD (alpha 0.9, T 4) from stream-anticipation-teacher, 3 seeds, 12 "
+                    "epochs; every run's history and test accuracies and the first seed's students."),
 }
 
 
