@@ -220,15 +220,14 @@ def train_anticipator(model: Anticipator, observations: torch.Tensor, actions: t
             loss = (1 - alpha) * loss + alpha * soft
         return loss
 
-    validate = None
-    if valid is not None:
-        def validate():
-            frames = evaluation_frames(len(valid[0]), model.horizons)
-            offline = predict_stream(model, valid[0]).argmax(-1)
-            return sum(anticipation_accuracy(offline, valid[1], model.horizons, frames).values()) / len(model.horizons)
+    def mean_valid_accuracy():
+        frames = evaluation_frames(len(valid[0]), model.horizons)
+        offline = predict_stream(model, valid[0]).argmax(-1)
+        return sum(anticipation_accuracy(offline, valid[1], model.horizons, frames).values()) / len(model.horizons)
 
     return run_epochs(model, len(ends), batch_loss, optimizer, epochs=epochs, batch_size=batch_size, seed=seed,
-                      validate=validate, score_name="accuracy", stop_after=stop_after)
+                      validate=None if valid is None else mean_valid_accuracy, score_name="accuracy",
+                      stop_after=stop_after)
 
 
 def streaming_schedule(latency: float, frame_period: float, n_frames: int) -> torch.Tensor:
@@ -305,8 +304,11 @@ def _new(config: dict) -> Anticipator:
 def build_stream_teacher(n_train: int = 20_000, n_valid: int = 3000, epochs: int = 12, lr: float = 3e-3,
                          seed: int = 0):
     """Zoo builder of the lesson's teacher (:data:`TEACHER`), best validation epoch kept."""
+    from ..runtime import seed_everything
+
     torch.set_num_threads(1)
     data = _streams(n_train, n_valid, 0)
+    seed_everything(seed)  # the initial weights too depend on the seed
     model = _new(TEACHER)
     history = train_anticipator(model, *data["train"], epochs=epochs, lr=lr, seed=seed, valid=data["valid"])
     model.load_state_dict(history.pop("best_state"))
@@ -321,9 +323,12 @@ def load_stream_teacher(name: str = "stream-anticipation-teacher") -> Anticipato
 
 
 def _student_job(job: dict) -> dict:
+    from ..runtime import seed_everything
+
     torch.set_num_threads(1)
     data = _streams(job["n_train"], job["n_valid"], job["n_test"])
     teacher_logits = predict_stream(load_stream_teacher(), data["train"][0]) if job["alpha"] > 0 else None
+    seed_everything(job["seed"])  # the initial weights depend on the seed only, not on what ran before
     model = _new(STUDENT)
     history = train_anticipator(model, *data["train"], epochs=job["epochs"], lr=job["lr"], seed=job["seed"],
                                 teacher_logits=teacher_logits, alpha=job["alpha"], temperature=job["temperature"],
@@ -345,8 +350,8 @@ def build_stream_study(n_train: int = 20_000, n_valid: int = 3000, n_test: int =
                        lr: float = 3e-3, alpha: float = 0.9, temperature: float = 4.0, seeds=(0, 1, 2),
                        workers: int = 2):
     """Zoo builder of the lesson's comparison: :data:`STUDENT` anticipators from scratch and with KD from the
-    teacher (α, T fixed in advance), every seed; returns the first seed's students (last epoch) and, as
-    ``info``, every run's history and test accuracies (last and best validation epoch)."""
+    teacher (α, T fixed in advance), every seed; returns every run's student (last epoch) and, as ``info``,
+    every run's history and test accuracies (last and best validation epoch)."""
     from ..runtime import map_in_processes
     from ..zoo.artifacts import grouped_states
 
@@ -354,19 +359,17 @@ def build_stream_study(n_train: int = 20_000, n_valid: int = 3000, n_test: int =
     jobs = [dict(common, arm=arm, seed=s, alpha=alpha if arm == "KD" else 0.0) for arm in STREAM_ARMS
             for s in seeds]
     runs = map_in_processes(_student_job, jobs, workers)
-    first = {}
-    for r in runs:
-        state = r.pop("state")
-        if r["seed"] == seeds[0]:
-            first[r["arm"]] = state
+    states = {f"{r['arm']}-seed{r['seed']}": r.pop("state") for r in runs}  # 2k parameters each: keep them all
     info = dict(runs=runs, config=STUDENT, horizons=list(HORIZONS), seeds=list(seeds), alpha=alpha,
                 temperature=temperature, **common)
-    return grouped_states(first), info
+    return grouped_states(states), info
 
 
 def load_stream_study(name: str = "stream-anticipation-students"):
-    """``(info, students)``: the shipped comparison's record and the first seed's student of each arm."""
+    """``(info, students)``: the shipped comparison's record and every run's student (last epoch), keyed
+    ``(arm, seed)``."""
     from ..zoo.artifacts import load_networks
 
     students, entry = load_networks(name, lambda info: _new(info["config"]))
-    return entry["info"], {arm: students[arm] for arm in STREAM_ARMS}
+    return entry["info"], {(arm, int(seed)): model for key, model in students.items()
+                           for arm, seed in [key.split("-seed")]}

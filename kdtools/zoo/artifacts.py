@@ -92,7 +92,7 @@ ARTIFACT_RECIPES: Dict[str, ArtifactRecipe] = {
                     seeds=[0, 1, 2], workers=2),
         description="The streaming lesson's comparison: 16-unit GRU anticipators over the last 8 frames trained "
                     "from scratch and with KD (alpha 0.9, T 4) from stream-anticipation-teacher, 3 seeds, 12 "
-                    "epochs; every run's history and test accuracies and the first seed's students."),
+                    "epochs; every run's history, test accuracies and student."),
 }
 
 
