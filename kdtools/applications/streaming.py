@@ -301,7 +301,7 @@ def _new(config: dict) -> Anticipator:
     return Anticipator(world.dim, world.n_actions, HORIZONS, **config)
 
 
-def build_stream_teacher(n_train: int = 20_000, n_valid: int = 3000, epochs: int = 12, lr: float = 3e-3,
+def build_stream_teacher(n_train: int = 120_000, n_valid: int = 3000, epochs: int = 2, lr: float = 3e-3,
                          seed: int = 0):
     """Zoo builder of the lesson's teacher (:data:`TEACHER`), best validation epoch kept."""
     from ..runtime import seed_everything
@@ -360,8 +360,7 @@ def build_stream_study(n_train: int = 20_000, n_valid: int = 3000, n_test: int =
             for s in seeds]
     runs = map_in_processes(_student_job, jobs, workers)
     states = {f"{r['arm']}-seed{r['seed']}": r.pop("state") for r in runs}  # 2k parameters each: keep them all
-    info = dict(runs=runs, config=STUDENT, horizons=list(HORIZONS), seeds=list(seeds), alpha=alpha,
-                temperature=temperature, **common)
+    info = dict(runs=runs, config=STUDENT, horizons=list(HORIZONS), seeds=list(seeds), alpha=alpha, **common)
     return grouped_states(states), info
 
 
