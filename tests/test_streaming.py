@@ -163,3 +163,15 @@ def test_kd_training_needs_teacher_logits_and_runs_an_epoch():
     ha = st.train_anticipator(a, obs, actions, epochs=1, seed=3)
     hb = st.train_anticipator(b, obs, actions, epochs=1, seed=3)
     assert ha["loss"] == hb["loss"]
+
+
+def test_median_cpu_ms_counts_work_not_sleep():
+    import time
+
+    assert st.median_cpu_ms(time.sleep, 0.01, warmup=0, repeats=3) < 5  # sleeping costs (almost) no CPU
+    busy = st.median_cpu_ms(lambda: sum(range(200_000)), warmup=1, repeats=3)
+    assert busy > 0
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        st.median_cpu_ms(time.sleep, 0.0, repeats=0)
+    with pytest.raises(ValueError, match="fn must be callable, got int"):
+        st.median_cpu_ms(3)

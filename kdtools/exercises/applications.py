@@ -379,7 +379,7 @@ def check_prediction_in_use(fn) -> CheckResult:
         error_hints=[ErrorHint(r"float.*integer|integer.*float|not iterable|cannot be interpreted",
                                "the latency and the frame period are floats (ms); convert a frame index with int() "
                                "or math.floor before using it as an index or a range bound.")],
-        covers="latency before use, finish times on frame arrivals, a busy model skips frames, no prediction yet",
+        covers="latency, frame boundaries, skipped frames, none yet",
         rtol=0, atol=0)
 # ---- end of streaming action anticipation
 
