@@ -186,6 +186,13 @@ def test_measure_reports_every_figure():
     assert all(row[k] > 0 for k in ("latency_b1_ms", "latency_b4_ms"))
 
 
+def test_interleaved_latency_times_every_model():
+    small, large = MLP(hidden=(8,)).eval(), MLP(hidden=(2048, 2048)).eval()
+    ms = ct.interleaved_latency_ms({"small": small, "large": large}, batch_size=16, repeats=5, warmup=1)
+    assert set(ms) == {"small", "large"} and ms["small"] > 0
+    assert ms["large"] > ms["small"]
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda: ct.magnitude_prune(_mlp(), 1.0), "sparsity must be in"),
     (lambda: ct.magnitude_prune(_mlp(), -0.1), "sparsity must be in"),
@@ -198,6 +205,8 @@ def test_measure_reports_every_figure():
     (lambda: ct.finetune(_mlp(), _tiny_data(), objective="mse"), "objective must be one of"),
     (lambda: ct.finetune(_mlp(), _tiny_data(), objective="kd"), "needs a teacher"),
     (lambda: ct.finetune_split(torch.arange(10), 0, 5), "train_per_class and valid_per_class must be >= 1"),
+    (lambda: ct.interleaved_latency_ms({}), "models must name at least one model"),
+    (lambda: ct.interleaved_latency_ms({"m": _mlp()}, batch_size=0), "batch_size and repeats must be >= 1"),
 ])
 def test_bad_input_is_named(call, match):
     with pytest.raises(ValueError, match=match):

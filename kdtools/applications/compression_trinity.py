@@ -25,9 +25,11 @@ from __future__ import annotations
 import copy
 import gzip
 import io
+import statistics
+import time
 import warnings
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterable, List, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +45,7 @@ from ._loop import run_epochs
 
 __all__ = ["linear_layers", "weight_sparsity", "magnitude_prune", "neuron_prune", "make_permanent",
            "shrink_mlp", "quantize_dynamic_int8", "quantize_static_int8", "file_bytes", "finetune",
-           "finetune_split", "FINETUNE_LOSSES", "measure", "symmetric_int8"]
+           "finetune_split", "FINETUNE_LOSSES", "measure", "interleaved_latency_ms", "symmetric_int8"]
 
 
 def linear_layers(model: nn.Module) -> List[Tuple[str, nn.Linear]]:
@@ -335,6 +337,31 @@ def finetune(model: nn.Module, train: TensorData, valid: TensorData | None = Non
     validate = None if valid is None else (lambda: evaluate(model, TensorLoader(valid, 1000), device="cpu"))
     return run_epochs(model, len(train), batch_loss, optimizer, epochs=epochs, batch_size=batch_size, seed=seed,
                       validate=validate, score_name="accuracy", stop_after=stop_after)
+
+
+@torch.inference_mode()
+def interleaved_latency_ms(models: Mapping[str, nn.Module], batch_size: int = 1, repeats: int = 50,
+                           warmup: int = 5, seed: int = 0) -> Dict[str, float]:
+    """Median CPU time in ms of one forward pass of each model on the same random batch ``[batch_size, 1, 28,
+    28]``, timed in rounds that call every model once, so that a change in the machine's load (another process,
+    frequency scaling) affects all models alike instead of whichever happened to be measured then."""
+    if not models:
+        raise ValueError("models must name at least one model, got an empty mapping")
+    if batch_size < 1 or repeats < 1 or warmup < 0:
+        raise ValueError(f"batch_size and repeats must be >= 1 and warmup >= 0, got batch_size={batch_size}, "
+                         f"repeats={repeats}, warmup={warmup}")
+    x = torch.randn(batch_size, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    for model in models.values():
+        model.eval()
+        for _ in range(warmup):
+            model(x)
+    times: Dict[str, List[float]] = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model(x)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def measure(model: nn.Module, test_loader, batch_sizes: Iterable[int] = (1, 256), repeats: int = 30,
