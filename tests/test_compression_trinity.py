@@ -220,3 +220,11 @@ def test_shrink_refuses_a_layer_with_no_neuron_left():
         model.net.fc2.bias.zero_()
     with pytest.raises(ValueError, match="hidden layer 2 has no neuron left"):
         ct.shrink_mlp(model)
+
+
+def test_evaluate_accepts_an_int8_model_without_parameters():
+    from kdtools.train import evaluate, model_device
+
+    quantized = ct.quantize_dynamic_int8(_mlp(in_features=784))
+    assert list(quantized.parameters()) == [] and model_device(quantized) == torch.device("cpu")
+    assert 0.0 <= evaluate(quantized, _tiny_loader(features=784)) <= 100.0
