@@ -156,7 +156,8 @@ def test_kd_training_needs_teacher_logits_and_runs_an_epoch():
     assert len(history["loss"]) == 1 and history["best_epoch"] == 1
 
 
-
+def test_training_is_deterministic_in_its_seed():
+    obs, actions = st.make_stream(300, seed=0)
     a = st.Anticipator(obs.shape[1], 8, horizons=(1, 2), hidden=4, window=3)
     b = st.Anticipator(obs.shape[1], 8, horizons=(1, 2), hidden=4, window=3)
     b.load_state_dict(a.state_dict())
