@@ -30,7 +30,7 @@ from ._loop import run_epochs
 __all__ = ["alpha_sigma", "v_from_x_eps", "x_from_v", "eps_from_v", "v_from_x", "ddim_step",
            "distillation_target", "Denoiser", "ddim_sample", "train_diffusion", "distill_round", "distill_chain",
            "eight_gaussians", "sliced_wasserstein", "load_digits", "digit_embedding", "frechet_distance",
-           "build_points_study", "build_digit_teacher", "build_digit_study", "load_digit_teacher",
+           "train_points_run", "build_points_study", "build_digit_teacher", "build_digit_study", "load_digit_teacher",
            "load_digit_study", "load_points_study"]
 
 
@@ -340,8 +340,11 @@ def _sample_counts(start_steps: int) -> List[int]:
     return [2 ** k for k in range(int(math.log2(start_steps)) + 1)]
 
 
-def _points_run(seed: int, n_train: int, hidden: int, depth: int, teacher_epochs: int, round_epochs: int,
-                start_steps: int, batch_size: int, n_eval: int, lr: float) -> dict:
+def train_points_run(seed: int, n_train: int, hidden: int, depth: int, teacher_epochs: int, round_epochs: int,
+                     start_steps: int, batch_size: int, n_eval: int, lr: float) -> dict:
+    """One seed of the 2-D study: the base model, its distillation chain and every sampler's sliced Wasserstein
+    distance to ``n_eval`` held-out points (``"floor"``: fresh data against the same points); the networks'
+    states under ``"states"``."""
     torch.manual_seed(seed)
     data = eight_gaussians(n_train, seed=seed)
     teacher = Denoiser(2, hidden, depth)
@@ -368,13 +371,13 @@ def build_points_study(seeds: Sequence[int] = (0, 1, 2), n_train: int = 8192, hi
                        batch_size: int = 256, n_eval: int = 4000, lr: float = 2e-3):
     """Zoo builder: for each seed, a base model on 8 Gaussians, the distillation chain ``start_steps`` → 1 and the
     sliced Wasserstein distance of every sampler (teacher DDIM at 1, 2, 4, ... steps; each student) to held-out
-    points; stores the first seed's networks (float32) and every run's record."""
+    points (computed with the float32 networks); stores the first seed's networks in float16 and every run's
+    record."""
     torch.set_num_threads(1)
     config = dict(n_train=n_train, hidden=hidden, depth=depth, teacher_epochs=teacher_epochs,
                   round_epochs=round_epochs, start_steps=start_steps, batch_size=batch_size, n_eval=n_eval, lr=lr)
-    runs = [_points_run(seed, **config) for seed in seeds]
-    tensors = {f"{group}/{k}": v.detach().clone() for group, state in runs[0]["states"].items()
-               for k, v in state.items()}
+    runs = [train_points_run(seed, **config) for seed in seeds]
+    tensors = {f"{group}/{k}": v for group, state in runs[0]["states"].items() for k, v in _half(state).items()}
     for run in runs:
         run.pop("states")
     return tensors, {**config, "seeds": list(seeds), "runs": runs}
@@ -422,7 +425,7 @@ def load_digit_teacher(name: str = "mnist-diffusion-teacher"):
 
 def build_digit_study(teacher: str = "mnist-diffusion-teacher", seeds: Sequence[int] = (0, 1, 2),
                       start_steps: int = 64, round_epochs: int = 2, batch_size: int = 128, lr: float = 1e-3,
-                      n_eval: int = 2000, n_reference: int = 10_000, keep_student: int = 4, grid: int = 16):
+                      n_eval: int = 1000, n_reference: int = 5000, keep_student: int = 4, grid: int = 16):
     """Zoo builder: the distillation chain ``start_steps`` → 1 of the shipped digit teacher for each seed, with
     Fréchet distances in ``mnist-cnn-teacher``'s embedding of ``n_eval`` samples (fixed noise per seed) to
     ``n_reference`` training digits, the test-vs-train floor, ``grid`` samples of each sampler from the same

@@ -87,7 +87,7 @@ ARTIFACT_RECIPES: Dict[str, ArtifactRecipe] = {
         description="The diffusion lesson's 2-D study: per seed, a v-prediction MLP on 8 Gaussians (60 epochs of "
                     "8,192 points), progressive distillation 64 -> 32 -> ... -> 1 DDIM steps (8 epochs per "
                     "round) and the sliced Wasserstein distance of every sampler; 3 seeds, the first seed's "
-                    "networks (kdtools.applications.diffusion)."),
+                    "networks in float16 (kdtools.applications.diffusion)."),
     "mnist-diffusion-teacher": ArtifactRecipe(
         builder="kdtools.applications.diffusion:build_digit_teacher",
         kwargs=dict(size=14, hidden=384, depth=2, epochs=40, batch_size=128, lr=1e-3, seed=0),
@@ -96,7 +96,7 @@ ARTIFACT_RECIPES: Dict[str, ArtifactRecipe] = {
     "mnist-diffusion-students": ArtifactRecipe(
         builder="kdtools.applications.diffusion:build_digit_study",
         kwargs=dict(teacher="mnist-diffusion-teacher", seeds=[0, 1, 2], start_steps=64, round_epochs=2,
-                    batch_size=128, lr=1e-3, n_eval=2000, n_reference=10_000, keep_student=4, grid=16),
+                    batch_size=128, lr=1e-3, n_eval=1000, n_reference=5000, keep_student=4, grid=16),
         description="Progressive distillation of mnist-diffusion-teacher from 64 DDIM steps to 1 (2 epochs per "
                     "round), 3 seeds; Frechet distances in mnist-cnn-teacher's embedding for the teacher's DDIM "
                     "and every student, sample grids from shared noise, the first seed's 4-step student."),
