@@ -188,3 +188,11 @@ def test_a_short_distillation_round_lowers_its_loss_and_replays_exactly():
         histories.append(D.distill_round(teacher, student, data, 4, epochs=3, batch_size=64, seed=0))
     assert histories[0]["loss"] == histories[1]["loss"]
     assert histories[0]["optimizer_steps"] == 24
+
+
+@pytest.mark.parametrize("which", ["x_pred", "x_target"])
+def test_loss_names_a_non_finite_input(which):
+    inputs = {"x_pred": torch.zeros(2, 3), "x_target": torch.ones(2, 3)}
+    inputs[which][1, 2] = float("nan")
+    with pytest.raises(ValueError, match=f"{which} contains non-finite values"):
+        progressive_distillation_loss(inputs["x_pred"], inputs["x_target"], torch.full((2,), 0.5))

@@ -24,6 +24,8 @@ from typing import Callable, Dict
 
 import torch
 
+from ._checks import finite_or_raise
+
 __all__ = ["progressive_distillation_loss", "SNR_WEIGHTINGS"]
 
 
@@ -41,9 +43,16 @@ SNR_WEIGHTINGS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 def progressive_distillation_loss(x_pred: torch.Tensor, x_target: torch.Tensor, t: torch.Tensor,
                                   weighting: str = "truncated_snr") -> torch.Tensor:
-    r""":math:`\frac1B \sum_b w(t_b)\, \frac1D \lVert \tilde x_b - \hat x_b \rVert^2` for predictions and targets of
-    shape ``[B, ...]`` (``D`` values per example) and times ``t`` ``[B]`` in (0, 1]; ``x_target`` is a constant
-    (detached). ``weighting`` is a key of :data:`SNR_WEIGHTINGS`."""
+    r"""Progressive distillation's loss (Salimans & Ho, ICLR 2022, Algorithm 2):
+
+    .. math::
+        L = \frac1B \sum_b w(t_b)\, \frac1D \lVert \tilde x_b - \hat x_\theta(z_{t_b}) \rVert^2
+
+    for predictions ``x_pred`` and targets ``x_target`` of shape ``[B, ...]`` (``D`` values per example) and times
+    ``t`` ``[B]`` in (0, 1]; ``x_target`` is a constant (detached). ``weighting`` is a key of
+    :data:`SNR_WEIGHTINGS` (default: the paper's truncated SNR, :math:`\max(\mathrm{SNR}, 1)`). Where the authors'
+    code differs: it clips the log-SNR to [-20, 20], so its weights at the ends of [0, 1] are bounded; here t = 0 is
+    refused instead. Non-finite inputs raise a ``ValueError`` naming them."""
     if weighting not in SNR_WEIGHTINGS:
         raise ValueError(f"weighting must be one of {sorted(SNR_WEIGHTINGS)}, got {weighting!r}")
     if x_pred.shape != x_target.shape or x_pred.dim() < 1:
@@ -55,4 +64,5 @@ def progressive_distillation_loss(x_pred: torch.Tensor, x_target: torch.Tensor, 
         raise ValueError(f"t must lie in (0, 1] (t = 0 has infinite SNR), got values in [{float(t.min()):.4g}, "
                          f"{float(t.max()):.4g}]")
     per_example = (x_target.detach() - x_pred).pow(2).flatten(1).mean(1)
-    return (SNR_WEIGHTINGS[weighting](t).to(per_example.dtype) * per_example).mean()
+    loss = (SNR_WEIGHTINGS[weighting](t).to(per_example.dtype) * per_example).mean()
+    return finite_or_raise(loss, x_pred=x_pred, x_target=x_target, t=t)
