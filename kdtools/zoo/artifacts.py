@@ -80,6 +80,26 @@ ARTIFACT_RECIPES: Dict[str, ArtifactRecipe] = {
                     "word-level KD (weight chosen on validation), on the teacher's beam outputs (sequence-level "
                     "KD), and both; 3 seeds, 12 epochs on 10,000 words; every run's record and the first seed's "
                     "students."),
+    "gaussians-diffusion-study": ArtifactRecipe(
+        builder="kdtools.applications.diffusion:build_points_study",
+        kwargs=dict(seeds=[0, 1, 2], n_train=8192, hidden=128, depth=2, teacher_epochs=60, round_epochs=8,
+                    start_steps=64, batch_size=256, n_eval=4000, lr=2e-3),
+        description="The diffusion lesson's 2-D study: per seed, a v-prediction MLP on 8 Gaussians (60 epochs of "
+                    "8,192 points), progressive distillation 64 -> 32 -> ... -> 1 DDIM steps (8 epochs per "
+                    "round) and the sliced Wasserstein distance of every sampler; 3 seeds, the first seed's "
+                    "networks in float16 (kdtools.applications.diffusion)."),
+    "mnist-diffusion-teacher": ArtifactRecipe(
+        builder="kdtools.applications.diffusion:build_digit_teacher",
+        kwargs=dict(size=14, hidden=384, depth=2, epochs=40, batch_size=128, lr=1e-3, seed=0),
+        description="The diffusion lesson's digit model: a v-prediction MLP (384 units, 2 residual blocks) on "
+                    "all 60,000 MNIST training digits average-pooled to 14x14, 40 epochs; float16."),
+    "mnist-diffusion-students": ArtifactRecipe(
+        builder="kdtools.applications.diffusion:build_digit_study",
+        kwargs=dict(teacher="mnist-diffusion-teacher", seeds=[0, 1, 2], start_steps=64, round_epochs=2,
+                    batch_size=128, lr=1e-3, n_eval=1000, n_reference=5000, keep_student=4, grid=16),
+        description="Progressive distillation of mnist-diffusion-teacher from 64 DDIM steps to 1 (2 epochs per "
+                    "round), 3 seeds; Frechet distances in mnist-cnn-teacher's embedding for the teacher's DDIM "
+                    "and every student, sample grids from shared noise, the first seed's 4-step student."),
     "stream-anticipation-teacher": ArtifactRecipe(
         builder="kdtools.applications.streaming:build_stream_teacher",
         kwargs=dict(n_train=120_000, n_valid=3000, epochs=2, lr=3e-3, seed=0),
