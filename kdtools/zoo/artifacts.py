@@ -80,6 +80,20 @@ ARTIFACT_RECIPES: Dict[str, ArtifactRecipe] = {
                     "word-level KD (weight chosen on validation), on the teacher's beam outputs (sequence-level "
                     "KD), and both; 3 seeds, 12 epochs on 10,000 words; every run's record and the first seed's "
                     "students."),
+    "addition-trace-teacher": ArtifactRecipe(
+        builder="kdtools.applications.reasoning:build_reasoning_teacher",
+        kwargs=dict(n_train=12_000, epochs=10, lr=2e-3, seed=0, n_valid=500),
+        description="Module 6's reasoning teacher: a 3-layer decoder-only TinyLM (d = 96) trained with SFT on the "
+                    "step-by-step traces of 12,000 five-digit additions (carry chains <= 2), best validation epoch "
+                    "kept (kdtools.applications.reasoning)."),
+    "addition-trace-students": ArtifactRecipe(
+        builder="kdtools.applications.reasoning:build_reasoning_study",
+        kwargs=dict(n_train=6000, k=4, temperature=1.0, n_valid=300, n_test=1000, epochs=12, seeds=[0, 1, 2],
+                    kd_weight=0.5, sample_seed=0, workers=2),
+        description="The reasoning-distillation comparison: 4 teacher samples per training problem at "
+                    "temperature 1, verified; 2-layer TinyLM students (d = 64) trained on answers only, on all "
+                    "sampled traces, on rejection-sampled traces, and on those with token-level KD; 3 seeds, 12 "
+                    "epochs on 6,000 problems; the samples, every run's record and the first seed's students."),
 }
 
 
