@@ -309,7 +309,14 @@ def train_lm(model: TinyLM, problems: Sequence[Tuple[int, int]], completions: Se
 # ----------------------------------------------------------------------------- zoo builders
 TEACHER = dict(dim=96, layers=3, heads=4)
 STUDENT = dict(dim=64, layers=2, heads=4)
-STUDENT_ARMS = ("answers only", "all sampled traces", "rejection-sampled traces", "rejection-sampled + token KD")
+# arm: (training data, epochs as a multiple of the study's, token-level KD from the teacher?)
+STUDENT_ARMS = {
+    "answers only": ("answers", 1, False),
+    "answers only, 3x epochs": ("answers", 3, False),  # about the trace arms' compute: 21 tokens vs 56 a problem
+    "all sampled traces": ("first sample", 1, False),
+    "rejection-sampled traces": ("first kept sample", 1, False),
+    "rejection-sampled + token KD": ("first kept sample", 1, True),
+}
 
 
 def build_reasoning_teacher(n_train: int = 12_000, epochs: int = 10, lr: float = 2e-3, seed: int = 0,
@@ -358,11 +365,12 @@ def _student_job(job: dict) -> dict:
     arm, seed = job["arm"], job["seed"]
     problems = [tuple(p) for p in job["problems"]]
     completions = job["completions"]
-    teacher = load_reasoning_teacher() if "KD" in arm else None
+    _, epoch_factor, with_kd = STUDENT_ARMS[arm]
+    teacher = load_reasoning_teacher() if with_kd else None
     seed_everything(seed)
     model = TinyLM(**STUDENT)
     valid = make_problems("valid", job["n_valid"])
-    history = train_lm(model, problems, completions, epochs=job["epochs"], seed=seed, teacher=teacher,
+    history = train_lm(model, problems, completions, epochs=epoch_factor * job["epochs"], seed=seed, teacher=teacher,
                        kd_weight=job["kd_weight"] if teacher is not None else 0.0, valid=valid)
     best_state = history.pop("best_state")
     tests = {"in distribution": make_problems("test", job["n_test"]),
@@ -372,18 +380,20 @@ def _student_job(job: dict) -> dict:
               "state": {k: v.clone() for k, v in model.state_dict().items()}}
     model.load_state_dict(best_state)
     result["best"] = {name: exact_match(model, p) for name, p in tests.items()}
+    print(f"{arm}, seed {seed}: {history['seconds']} s, last {result['last']}, best {result['best']}", flush=True)
     return result
 
 
 def build_reasoning_study(n_train: int = 6000, k: int = 4, temperature: float = 1.0, n_valid: int = 300,
                           n_test: int = 1000, epochs: int = 12, seeds=(0, 1, 2), kd_weight: float = 0.5,
-                          sample_seed: int = 0, workers: int = 2):
+                          sample_seed: int = 0, arms: Sequence[str] = tuple(STUDENT_ARMS), workers: int = 2):
     """Zoo builder of the lesson's comparison. Stage 1: the teacher samples ``k`` completions of each of
     ``n_train`` training problems at ``temperature``; the verifier marks them. Stage 2: students of
-    :data:`STUDENT`'s size, one per arm of :data:`STUDENT_ARMS` and seed, trained for ``epochs`` epochs on one
-    completion per problem: the reference answer; the teacher's first sample; its first verified sample (problems
-    with none are dropped); the same with token-level KD of weight ``kd_weight``. Stores the samples (uint8 token
-    ids), every run's record and the first seed's students."""
+    :data:`STUDENT`'s size, one per arm of ``arms`` (names of :data:`STUDENT_ARMS`) and seed, trained for
+    ``epochs`` epochs (times the arm's factor) on one completion per problem: the reference answer; the teacher's
+    first sample; its first verified sample (problems with none are dropped); optionally with token-level KD of
+    weight ``kd_weight``. Stores the samples (uint8 token ids), every run's record and the first seed's
+    students."""
     from ..runtime import map_in_processes
     from ..zoo.artifacts import grouped_states
 
@@ -395,12 +405,15 @@ def build_reasoning_study(n_train: int = 6000, k: int = 4, temperature: float = 
     answer_ok = torch.tensor([[c["answer_ok"] for c in row] for row in checks])
     kept = [(p, next(t for t, c in zip(row, rc) if c["answer_ok"]))
             for p, row, rc in zip(problems, samples, checks) if any(c["answer_ok"] for c in rc)]
-    data = {"answers only": (problems, [answer(a, b) for a, b in problems]),
-            "all sampled traces": (problems, [row[0] for row in samples]),
-            "rejection-sampled traces": ([p for p, _ in kept], [t for _, t in kept]),
-            "rejection-sampled + token KD": ([p for p, _ in kept], [t for _, t in kept])}
-    jobs = [dict(arm=arm, seed=s, problems=data[arm][0], completions=data[arm][1], n_valid=n_valid,
-                 n_test=n_test, epochs=epochs, kd_weight=kd_weight) for arm in STUDENT_ARMS for s in seeds]
+    unknown = [arm for arm in arms if arm not in STUDENT_ARMS]
+    if unknown:
+        raise ValueError(f"arms must be names of STUDENT_ARMS {list(STUDENT_ARMS)}, got {unknown}")
+    data = {"answers": (problems, [answer(a, b) for a, b in problems]),
+            "first sample": (problems, [row[0] for row in samples]),
+            "first kept sample": ([p for p, _ in kept], [t for _, t in kept])}
+    jobs = [dict(arm=arm, seed=s, problems=data[STUDENT_ARMS[arm][0]][0], completions=data[STUDENT_ARMS[arm][0]][1],
+                 n_valid=n_valid, n_test=n_test, epochs=epochs, kd_weight=kd_weight) for arm in arms for s in seeds]
+    jobs.sort(key=lambda job: -STUDENT_ARMS[job["arm"]][1])  # the longest runs first: the two workers end together
     runs = map_in_processes(_student_job, jobs, workers)
     first_seed_states = {}
     for r in runs:
@@ -416,7 +429,7 @@ def build_reasoning_study(n_train: int = 6000, k: int = 4, temperature: float = 
             "yield": {"kept samples": int(answer_ok.sum()), "samples": answer_ok.numel(),
                       "problems with a kept sample": len(kept), "problems": n_train},
             "runs": runs, "teacher_test": teacher_scores, "n_valid": n_valid, "n_test": n_test, "epochs": epochs,
-            "seeds": list(seeds), "kd_weight": kd_weight, "student": STUDENT}
+            "seeds": list(seeds), "kd_weight": kd_weight, "student": STUDENT, "arms": list(arms)}
     return tensors, info
 
 
@@ -438,7 +451,7 @@ def load_reasoning_study(name: str = "addition-trace-students"):
     tensors, entry = load_artifact(name)
     samples = [[decode(row) for row in problem] for problem in tensors.pop("samples").long()]
     students = {}
-    for arm in STUDENT_ARMS:
+    for arm in entry["info"]["arms"]:
         model = TinyLM(**entry["info"]["student"])
         model.load_state_dict({key.split("/", 1)[1]: v.float() for key, v in tensors.items()
                                if key.startswith(arm + "/")})

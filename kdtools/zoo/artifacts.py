@@ -89,11 +89,13 @@ ARTIFACT_RECIPES: Dict[str, ArtifactRecipe] = {
     "addition-trace-students": ArtifactRecipe(
         builder="kdtools.applications.reasoning:build_reasoning_study",
         kwargs=dict(n_train=6000, k=4, temperature=1.0, n_valid=300, n_test=1000, epochs=12, seeds=[0, 1, 2],
-                    kd_weight=0.5, sample_seed=0, workers=2),
+                    kd_weight=0.5, sample_seed=0, arms=["answers only", "answers only, 3x epochs",
+                                                       "all sampled traces", "rejection-sampled traces"],
+                    workers=2),
         description="The reasoning-distillation comparison: 4 teacher samples per training problem at "
-                    "temperature 1, verified; 2-layer TinyLM students (d = 64) trained on answers only, on all "
-                    "sampled traces, on rejection-sampled traces, and on those with token-level KD; 3 seeds, 12 "
-                    "epochs on 6,000 problems; the samples, every run's record and the first seed's students."),
+                    "temperature 1, verified; 2-layer TinyLM students (d = 64) trained with SFT on answers only "
+                    "(12 and 36 epochs), on all sampled traces and on rejection-sampled traces; 3 seeds, 6,000 "
+                    "problems; the samples, every run's record and the first seed's students (float16)."),
 }
 
 
