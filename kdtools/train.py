@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import math
 import time
 import weakref
@@ -127,6 +128,14 @@ def forward_in_chunks(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return torch.cat([model(chunk) for chunk in images.split(EVAL_CHUNK)])
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter or buffer; the CPU for a model with neither (e.g. one
+    quantised to int8 by ``torch.ao.quantization``, whose weights are packed outside ``parameters()``)."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def _has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
 
@@ -134,7 +143,7 @@ def _has_conv(model: nn.Module) -> bool:
 @torch.no_grad()
 def predict_logits(model: nn.Module, loader, device=None) -> torch.Tensor:
     """Logits of ``model`` (eval mode) on every batch of ``loader``, concatenated in loader order, on the CPU."""
-    device = device or next(model.parameters()).device
+    device = device or model_device(model)
     was_training = model.training
     model.eval()
     try:
@@ -146,7 +155,7 @@ def predict_logits(model: nn.Module, loader, device=None) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device=None) -> float:
     """Accuracy in percent of ``model`` (eval mode) on ``loader``."""
-    device = device or next(model.parameters()).device
+    device = device or model_device(model)
     was_training = model.training
     model.eval()
     correct = total = 0

@@ -347,6 +347,82 @@ def check_sft_loss(fn) -> CheckResult:
 
 
 # ---- Compression trinity (notebooks/06_applications/compression_trinity.ipynb)
+import torch as _ct_torch  # noqa: E402  (this block's imports stay in this block)
+
+
+def _ct_reference(weight):
+    from ..applications.compression_trinity import symmetric_int8
+    q, scale = symmetric_int8(weight)
+    return q.to(weight.dtype) * scale[:, None].to(weight.dtype)
+
+
+def _ct_grid(weight, scale, rounding=_ct_torch.round):
+    return _ct_torch.clamp(rounding(weight / scale), -128, 127) * scale
+
+
+def _ct_row_scale(weight, levels=127.0):
+    return (weight.abs().amax(dim=1, keepdim=True) / levels).clamp_min(1e-30)
+
+
+def _ct_weights(seed, rows, columns, zero_row=None, outlier=False):
+    gen = _ct_torch.Generator().manual_seed(seed)
+    # rows on different scales, as in a trained layer, so one scale for the whole matrix is visibly worse
+    weight = _ct_torch.randn(rows, columns, generator=gen, dtype=_ct_torch.float64)
+    weight = weight * _ct_torch.logspace(-2, 0, rows, dtype=_ct_torch.float64)[:, None]
+    if outlier:
+        weight[0, 0] = 3.0
+    if zero_row is not None:
+        weight[zero_row] = 0.0
+    return (weight,)
+
+
+def _ct_cases():
+    return [
+        Case("a 6×5 weight matrix whose rows have different scales", lambda: _ct_weights(80, 6, 5)),
+        Case("a 4×9 matrix with one large weight in its first row", lambda: _ct_weights(81, 4, 9, outlier=True)),
+        Case("a 5×7 matrix whose third row is all zero (a pruned neuron)", lambda: _ct_weights(82, 5, 7, zero_row=2)),
+    ]
+
+
+_CT_PER_TENSOR = ("you used one scale for the whole matrix: quantise PER OUTPUT CHANNEL, one scale per row,\n"
+                  "  s_j = max_i |W_ji| / 127 (amax over dim=1), so a row of small weights keeps its resolution.")
+_CT_PER_INPUT = ("your scales run along the wrong axis: one scale per OUTPUT channel is one per ROW of W [out, in],\n"
+                 "  i.e. the max over dim=1, not over dim=0.")
+_CT_LEVELS = ("the largest |weight| of a row must map to ±127: divide max|W_j| by 127, not by 128 or 255 (the\n"
+              "  symmetric int8 grid is -127 ... 127 around zero).")
+_CT_ROUNDING = ("round to the NEAREST integer (torch.round): floor or truncation (.to(torch.int8), .int()) moves every\n"
+                "  weight towards -inf or zero and biases the layer.")
+_CT_NOT_DEQUANTISED = ("return the DE-quantised weights q · s (floats on the int8 grid, shape [out, in]), not the\n"
+                       "  integers q themselves.")
+_CT_NO_ROUNDING = ("your result is the original matrix: the weights must be rounded to the int8 grid,\n"
+                   "  round(W / s) · s.")
+
+_CT_MISTAKES = [
+    Mistake(_CT_PER_TENSOR, lambda w: _ct_grid(w, w.abs().amax().clamp_min(1e-30) / 127)),
+    Mistake(_CT_PER_INPUT, lambda w: _ct_grid(w, (w.abs().amax(dim=0, keepdim=True) / 127).clamp_min(1e-30))),
+    Mistake(_CT_LEVELS, lambda w: _ct_grid(w, _ct_row_scale(w, 128.0))),
+    Mistake(_CT_LEVELS, lambda w: _ct_grid(w, _ct_row_scale(w, 255.0))),
+    Mistake(_CT_ROUNDING, lambda w: _ct_grid(w, _ct_row_scale(w), _ct_torch.floor)),
+    Mistake(_CT_ROUNDING, lambda w: _ct_grid(w, _ct_row_scale(w), _ct_torch.trunc)),
+    Mistake(_CT_NOT_DEQUANTISED, lambda w: _ct_torch.clamp(_ct_torch.round(w / _ct_row_scale(w)), -128, 127)),
+    Mistake(_CT_NO_ROUNDING, lambda w: w.clone()),
+]
+
+
+def check_fake_quantize_int8(fn) -> CheckResult:
+    r"""Check ``fn(weight)`` = symmetric per-output-channel int8 quantisation of a matrix ``[out, in]``, returned
+    de-quantised: :math:`s_j = \max_i |W_{ji}|/127`, :math:`\hat W_{ji} = s_j\,\mathrm{clamp}(\mathrm{round}(W_{ji}/s_j),
+    -128, 127)`, with an all-zero row left at zero.
+
+    Three checks: rows on different scales, an outlier weight, a pruned (all-zero) row.
+    """
+    return run_checks(
+        fn, name="fake_quantize_int8", signature="fake_quantize_int8(weight)",
+        reference=_ct_reference, cases=_ct_cases(), mistakes=_CT_MISTAKES,
+        nonfinite_hint="a row of zeros has max |W| = 0, so its scale is 0 and W / s is 0/0: give such a row any "
+                       "non-zero scale (e.g. 1); its weights stay exactly 0.",
+        covers="one scale per output channel, the ±127 grid, rounding to nearest, de-quantisation, pruned rows",
+        rtol=1e-9, atol=1e-12)
 # ---- end of compression trinity
 
 
