@@ -131,25 +131,48 @@ def test_file_bytes_counts_a_masked_model_once_and_gzip_finds_the_zeros():
     assert ct.file_bytes(pruned, compress=True) < 0.4 * ct.file_bytes(model, compress=True)
 
 
-def _tiny_loader(n=96, features=20, seed=0):
+def _tiny_data(n=96, features=20, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    images = torch.randn(n, features, generator=gen)
-    labels = torch.randint(0, 10, (n,), generator=gen)
-    return TensorLoader(TensorData(images, labels), batch_size=32, shuffle=True, seed=seed)
+    return TensorData(torch.randn(n, features, generator=gen), torch.randint(0, 10, (n,), generator=gen))
+
+
+def _tiny_loader(n=96, features=20, seed=0):
+    return TensorLoader(_tiny_data(n, features, seed), batch_size=32)
 
 
 @pytest.mark.parametrize("objective", ["ce", "kd"])
-def test_finetune_keeps_the_pruning_masks(objective):
+def test_finetune_keeps_the_pruning_masks_and_the_best_epoch(objective):
     model = ct.magnitude_prune(_mlp(), 0.7)
     zero_before = [(m.weight == 0).clone() for _, m in ct.linear_layers(model)]
-    teacher = _mlp(seed=3)
-    history = ct.finetune(model, _tiny_loader(), _tiny_loader(seed=1), objective=objective, teacher=teacher,
-                          epochs=2, lr=0.05)
-    assert len(history.test_acc) == 2
+    history = ct.finetune(model, _tiny_data(), _tiny_data(seed=1), objective=objective, teacher=_mlp(seed=3),
+                          epochs=3, lr=0.05)
+    assert len(history["valid_accuracy"]) == 3 and 1 <= history["best_epoch"] <= 3
+    assert history["valid_accuracy"][history["best_epoch"] - 1] == max(history["valid_accuracy"])
     for (_, m), zero in zip(ct.linear_layers(model), zero_before):
         assert torch.equal(m.weight == 0, zero)
-    changed = [not torch.equal(m.weight_orig, m.weight) for _, m in ct.linear_layers(model)]
-    assert all(changed)
+    assert all(not torch.equal(m.weight_orig, m.weight) for _, m in ct.linear_layers(model))
+    # the best epoch's state loads back into the pruned model
+    model.load_state_dict(history["best_state"])
+
+
+def test_finetune_kd_with_alpha_0_is_plain_ce():
+    runs = []
+    for objective in ("ce", "kd"):
+        model = _mlp()
+        ct.finetune(model, _tiny_data(), objective=objective, teacher=_mlp(seed=3), epochs=1, alpha=0.0)
+        runs.append(model.state_dict())
+    for key in runs[0]:
+        torch.testing.assert_close(runs[0][key], runs[1][key])
+
+
+def test_finetune_split_is_disjoint_balanced_and_deterministic():
+    labels = torch.arange(10).repeat(30)
+    train, valid = ct.finetune_split(labels, 12, 5, seed=4)
+    assert len(set(train.tolist()) & set(valid.tolist())) == 0
+    assert torch.bincount(labels[train]).tolist() == [12] * 10
+    assert torch.bincount(labels[valid]).tolist() == [5] * 10
+    again = ct.finetune_split(labels, 12, 5, seed=4)
+    assert torch.equal(train, again[0]) and torch.equal(valid, again[1])
 
 
 def test_measure_reports_every_figure():
@@ -157,9 +180,17 @@ def test_measure_reports_every_figure():
     torch.manual_seed(0)
     model = MLP(hidden=(32,)).eval()
     row = ct.measure(model, loader, batch_sizes=(1, 4), repeats=3)
-    assert set(row) == {"accuracy", "sparsity", "bytes", "gzip_bytes", "latency_b1_ms", "latency_b4_ms"}
+    assert set(row) == {"accuracy", "sparsity", "bytes", "latency_b1_ms", "latency_b4_ms"}
+    assert ct.measure(model, loader, batch_sizes=(), gzip_size=True)["gzip_bytes"] < row["bytes"]
     assert 0 <= row["accuracy"] <= 100 and row["bytes"] > 4 * 784 * 32
     assert all(row[k] > 0 for k in ("latency_b1_ms", "latency_b4_ms"))
+
+
+def test_interleaved_latency_times_every_model():
+    small, large = MLP(hidden=(8,)).eval(), MLP(hidden=(2048, 2048)).eval()
+    ms = ct.interleaved_latency_ms({"small": small, "large": large}, batch_size=16, repeats=5, warmup=1)
+    assert set(ms) == {"small", "large"} and ms["small"] > 0
+    assert ms["large"] > ms["small"]
 
 
 @pytest.mark.parametrize("call, match", [
@@ -171,8 +202,11 @@ def test_measure_reports_every_figure():
     (lambda: ct.quantize_static_int8(_mlp(), torch.empty(0, 20)), "calibration_images"),
     (lambda: ct.quantize_static_int8(_mlp(), _inputs(), engine="tpu"), "engine must be one of"),
     (lambda: ct.symmetric_int8(torch.ones(3)), r"weight must be a floating-point matrix \[out, in\], got \[3\]"),
-    (lambda: ct.finetune(_mlp(), _tiny_loader(), objective="mse"), "objective must be one of"),
-    (lambda: ct.finetune(_mlp(), _tiny_loader(), objective="kd"), "needs a teacher"),
+    (lambda: ct.finetune(_mlp(), _tiny_data(), objective="mse"), "objective must be one of"),
+    (lambda: ct.finetune(_mlp(), _tiny_data(), objective="kd"), "needs a teacher"),
+    (lambda: ct.finetune_split(torch.arange(10), 0, 5), "train_per_class and valid_per_class must be >= 1"),
+    (lambda: ct.interleaved_latency_ms({}), "models must name at least one model"),
+    (lambda: ct.interleaved_latency_ms({"m": _mlp()}, batch_size=0), "batch_size and repeats must be >= 1"),
 ])
 def test_bad_input_is_named(call, match):
     with pytest.raises(ValueError, match=match):
@@ -186,3 +220,11 @@ def test_shrink_refuses_a_layer_with_no_neuron_left():
         model.net.fc2.bias.zero_()
     with pytest.raises(ValueError, match="hidden layer 2 has no neuron left"):
         ct.shrink_mlp(model)
+
+
+def test_evaluate_accepts_an_int8_model_without_parameters():
+    from kdtools.train import evaluate, model_device
+
+    quantized = ct.quantize_dynamic_int8(_mlp(in_features=784))
+    assert list(quantized.parameters()) == [] and model_device(quantized) == torch.device("cpu")
+    assert 0.0 <= evaluate(quantized, _tiny_loader(features=784)) <= 100.0

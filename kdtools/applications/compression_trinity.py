@@ -25,21 +25,27 @@ from __future__ import annotations
 import copy
 import gzip
 import io
+import statistics
+import time
 import warnings
 from contextlib import contextmanager
-from typing import Dict, Iterable, List, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
 from ..bench import cpu_latency_ms
+from ..data import TensorData, TensorLoader, stratified_subset
+from ..losses import kd_loss
 from ..models import MLP
-from ..train import cross_entropy_term, evaluate, fit, kd_term
+from ..train import evaluate
+from ._loop import run_epochs
 
 __all__ = ["linear_layers", "weight_sparsity", "magnitude_prune", "neuron_prune", "make_permanent",
            "shrink_mlp", "quantize_dynamic_int8", "quantize_static_int8", "file_bytes", "finetune",
-           "FINETUNE_TERMS", "measure", "symmetric_int8"]
+           "finetune_split", "FINETUNE_LOSSES", "measure", "interleaved_latency_ms", "symmetric_int8"]
 
 
 def linear_layers(model: nn.Module) -> List[Tuple[str, nn.Linear]]:
@@ -244,11 +250,12 @@ def _plain_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
 
 def file_bytes(model: nn.Module, compress: bool = False) -> int:
     """Bytes of ``torch.save(model.state_dict())``, the file one would ship; with ``compress=True``, after gzip
-    (level 9), which is where the zeros of unstructured pruning turn into savings for a dense file."""
+    (at its default level, 6), which is where the zeros of unstructured pruning turn into savings for a dense
+    file."""
     buffer = io.BytesIO()
     torch.save(_plain_state_dict(model), buffer)
     data = buffer.getvalue()
-    return len(gzip.compress(data, compresslevel=9, mtime=0)) if compress else len(data)
+    return len(gzip.compress(data, compresslevel=6, mtime=0)) if compress else len(data)
 
 
 def symmetric_int8(weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -271,35 +278,102 @@ def symmetric_int8(weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
-#: fine-tuning objective → ``kdtools.train.fit`` terms (``teacher`` is used only by "kd")
-FINETUNE_TERMS: Dict[str, callable] = {
-    "ce": lambda alpha, temperature: {"ce": (1.0, cross_entropy_term)},
-    "kd": lambda alpha, temperature: {"ce": (1.0 - alpha, cross_entropy_term), "kd": (alpha, kd_term(temperature))},
-}
+def _ce(student_logits, labels, teacher_logits, alpha, temperature):
+    return F.cross_entropy(student_logits, labels)
 
 
-def finetune(model: nn.Module, train_loader, test_loader=None, *, objective: str, teacher: nn.Module | None = None,
-             epochs: int = 1, lr: float = 0.01, alpha: float = 0.9, temperature: float = 20.0, seed: int = 0,
-             progress: bool = False):
+def _ce_and_kd(student_logits, labels, teacher_logits, alpha, temperature):
+    return ((1.0 - alpha) * F.cross_entropy(student_logits, labels)
+            + alpha * kd_loss(student_logits, teacher_logits, temperature))
+
+
+#: fine-tuning objective → its loss ``(student_logits, labels, teacher_logits, alpha, temperature)``
+FINETUNE_LOSSES: Dict[str, Callable] = {"ce": _ce, "kd": _ce_and_kd}
+
+
+def finetune_split(labels: torch.Tensor, train_per_class: int, valid_per_class: int,
+                   seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Disjoint, class-balanced indices ``(train, valid)`` into a training set: ``train_per_class`` images of
+    each class to fine-tune on and ``valid_per_class`` others to choose the epoch on (sorted)."""
+    if train_per_class < 1 or valid_per_class < 1:
+        raise ValueError(f"train_per_class and valid_per_class must be >= 1, got {train_per_class} and "
+                         f"{valid_per_class}")
+    both = stratified_subset(labels, per_class=train_per_class + valid_per_class, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    train, valid = [], []
+    for cls in torch.unique(labels[both]):
+        members = both[labels[both] == cls]
+        members = members[torch.randperm(len(members), generator=gen)]
+        train.append(members[:train_per_class])
+        valid.append(members[train_per_class:])
+    return torch.cat(train).sort().values, torch.cat(valid).sort().values
+
+
+def finetune(model: nn.Module, train: TensorData, valid: TensorData | None = None, *, objective: str,
+             teacher: nn.Module | None = None, epochs: int = 2, lr: float = 0.01, batch_size: int = 128,
+             alpha: float = 0.9, temperature: float = 20.0, seed: int = 0,
+             stop_after: int | None = None) -> dict:
     """Fine-tune a (pruned) ``model`` in place with ``objective`` ``"ce"`` (the hard labels) or ``"kd"``
-    (``(1 − α)·CE + α·T²·KL(p^t‖p^s)`` from ``teacher``, its logits computed once), SGD with Nesterov momentum
-    0.9 and a cosine schedule from ``lr``, no weight decay. Pruning masks stay applied throughout. Returns the
-    :class:`~kdtools.train.History`."""
-    if objective not in FINETUNE_TERMS:
-        raise ValueError(f"objective must be one of {sorted(FINETUNE_TERMS)}, got {objective!r}")
+    (``(1 − α)·CE + α·T²·KL(p^t‖p^s)`` from ``teacher``, whose logits are computed once): SGD with Nesterov
+    momentum 0.9, a cosine schedule from ``lr`` to 0, no weight decay, so pruned weights stay exactly zero (their
+    masks are re-applied at every forward pass). Validation accuracy after each epoch on ``valid``; returns the
+    history of :func:`kdtools.applications._loop.run_epochs` (``valid_accuracy``, ``best_epoch``,
+    ``best_state``, ``seconds``). The model ends with its LAST epoch's weights."""
+    if objective not in FINETUNE_LOSSES:
+        raise ValueError(f"objective must be one of {sorted(FINETUNE_LOSSES)}, got {objective!r}")
     if objective == "kd" and teacher is None:
         raise ValueError("objective='kd' needs a teacher, got teacher=None")
-    terms = FINETUNE_TERMS[objective](alpha, temperature)
-    return fit(model, train_loader, test_loader, epochs=epochs, terms=terms,
-               teacher=teacher if objective == "kd" else None, lr=lr, weight_decay=0.0,
-               cache_teacher_logits=objective == "kd", seed=seed, progress=progress, device="cpu")
+    loss_fn = FINETUNE_LOSSES[objective]
+    teacher_logits = None
+    if objective == "kd":
+        with torch.no_grad():
+            teacher_logits = torch.cat([teacher.eval()(chunk) for chunk in train.images.split(1000)])
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True)
+
+    def batch_loss(idx):
+        return loss_fn(model(train.images[idx]), train.labels[idx],
+                       None if teacher_logits is None else teacher_logits[idx], alpha, temperature)
+
+    validate = None if valid is None else (lambda: evaluate(model, TensorLoader(valid, 1000), device="cpu"))
+    return run_epochs(model, len(train), batch_loss, optimizer, epochs=epochs, batch_size=batch_size, seed=seed,
+                      validate=validate, score_name="accuracy", stop_after=stop_after)
 
 
-def measure(model: nn.Module, test_loader, batch_sizes: Iterable[int] = (1, 256), repeats: int = 30) -> Dict[str, float]:
-    """Test accuracy (%), weight sparsity, file bytes (plain and gzipped) and median CPU latency (ms, with the
-    current number of torch threads) at each batch size, for a float, pruned or quantised model."""
+@torch.inference_mode()
+def interleaved_latency_ms(models: Mapping[str, nn.Module], batch_size: int = 1, repeats: int = 50,
+                           warmup: int = 5, seed: int = 0) -> Dict[str, float]:
+    """Median CPU time in ms of one forward pass of each model on the same random batch ``[batch_size, 1, 28,
+    28]``, timed in rounds that call every model once, so that a change in the machine's load (another process,
+    frequency scaling) affects all models alike instead of whichever happened to be measured then."""
+    if not models:
+        raise ValueError("models must name at least one model, got an empty mapping")
+    if batch_size < 1 or repeats < 1 or warmup < 0:
+        raise ValueError(f"batch_size and repeats must be >= 1 and warmup >= 0, got batch_size={batch_size}, "
+                         f"repeats={repeats}, warmup={warmup}")
+    x = torch.randn(batch_size, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    for model in models.values():
+        model.eval()
+        for _ in range(warmup):
+            model(x)
+    times: Dict[str, List[float]] = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model(x)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def measure(model: nn.Module, test_loader, batch_sizes: Iterable[int] = (1, 256), repeats: int = 30,
+            gzip_size: bool = False) -> Dict[str, float]:
+    """Test accuracy (%), weight sparsity, file bytes (and, with ``gzip_size``, gzipped bytes: a second or two
+    per model) and median CPU latency (ms, with the current number of torch threads; ``min(10, repeats)``
+    untimed calls first) at each batch size, for a float, pruned or quantised model."""
     row = {"accuracy": evaluate(model, test_loader, device="cpu"), "sparsity": weight_sparsity(model),
-           "bytes": file_bytes(model), "gzip_bytes": file_bytes(model, compress=True)}
+           "bytes": file_bytes(model)}
+    if gzip_size:
+        row["gzip_bytes"] = file_bytes(model, compress=True)
     for batch in batch_sizes:
-        row[f"latency_b{batch}_ms"] = cpu_latency_ms(model, (batch, 1, 28, 28), repeats=repeats)
+        row[f"latency_b{batch}_ms"] = cpu_latency_ms(model, (batch, 1, 28, 28), warmup=min(10, repeats),
+                                                     repeats=repeats)
     return row
