@@ -39,7 +39,8 @@ from ._loop import run_epochs
 __all__ = ["WIDTH", "TRAIN_MAX_CHAIN", "VOCAB", "carry_chain", "make_problems", "prompt", "trace", "answer",
            "completion", "encode", "decode", "response_mask", "sft_loss", "verify", "TinyLM", "sample",
            "exact_match", "train_lm", "STUDENT_ARMS", "build_reasoning_teacher", "load_reasoning_teacher",
-           "build_reasoning_study", "load_reasoning_study", "sample_teacher"]
+           "build_reasoning_study", "load_reasoning_study", "sample_teacher", "build_reasoning_kd_arm",
+           "load_reasoning_kd_arm"]
 
 WIDTH = 5  # digits per operand
 TRAIN_MAX_CHAIN = 2  # longest carry chain in the training distribution
@@ -433,6 +434,34 @@ def build_reasoning_study(n_train: int = 6000, k: int = 4, temperature: float = 
     return tensors, info
 
 
+def build_reasoning_kd_arm(study: str = "addition-trace-students", arm: str = "rejection-sampled + token KD",
+                           workers: int = 2):
+    """Zoo builder of one more arm of the shipped study ``study``, on the same teacher samples and settings (the
+    study's recipe is left alone, so its artefact stays as it was): every seed of ``arm``; ``(first seed's student,
+    {"runs": ...})``."""
+    from ..runtime import map_in_processes
+    from ..zoo.artifacts import grouped_states, load_artifact
+
+    torch.set_num_threads(1)
+    tensors, entry = load_artifact(study)
+    info = entry["info"]
+    samples = [[decode(row) for row in problem] for problem in tensors["samples"].long()]
+    problems = make_problems("train", info["n_train"])
+    kept = [(p, next(t for t in row if verify(*p, t)["answer_ok"])) for p, row in zip(problems, samples)
+            if any(verify(*p, t)["answer_ok"] for t in row)]
+    if STUDENT_ARMS[arm][0] != "first kept sample":
+        raise ValueError(f"arm must train on the kept samples, got {arm!r}")
+    jobs = [dict(arm=arm, seed=s, problems=[p for p, _ in kept], completions=[t for _, t in kept],
+                 n_valid=info["n_valid"], n_test=info["n_test"], epochs=info["epochs"], kd_weight=info["kd_weight"])
+            for s in info["seeds"]]
+    runs = map_in_processes(_student_job, jobs, workers)
+    first = next(r for r in runs if r["seed"] == info["seeds"][0])["state"]
+    for r in runs:
+        r.pop("state")
+    return grouped_states({arm: {k: v.half() for k, v in first.items()}}), {
+        "study": study, "arm": arm, "runs": runs, "kd_weight": info["kd_weight"], "student": STUDENT}
+
+
 def _pack(samples: Sequence[Sequence[str]]) -> torch.Tensor:
     """``[n, k, MAX_LEN - PROMPT_LEN]`` uint8 token ids of the completions (no BOS), padded with 0."""
     width = MAX_LEN - PROMPT_LEN
@@ -457,3 +486,11 @@ def load_reasoning_study(name: str = "addition-trace-students"):
                                if key.startswith(arm + "/")})
         students[arm] = model.eval()
     return entry["info"], students, samples
+
+
+def load_reasoning_kd_arm(name: str = "addition-trace-kd-students"):
+    """``(info, {arm: first seed's student})`` of :func:`build_reasoning_kd_arm`'s artefact."""
+    from ..zoo.artifacts import load_networks
+
+    students, entry = load_networks(name, lambda info: TinyLM(**info["student"]))
+    return entry["info"], {arm: model.float() for arm, model in students.items()}

@@ -96,6 +96,12 @@ ARTIFACT_RECIPES: Dict[str, ArtifactRecipe] = {
                     "temperature 1, verified; 2-layer TinyLM students (d = 64) trained with SFT on answers only "
                     "(12 and 36 epochs), on all sampled traces and on rejection-sampled traces; 3 seeds, 6,000 "
                     "problems; the samples, every run's record and the first seed's students (float16)."),
+    "addition-trace-kd-students": ArtifactRecipe(
+        builder="kdtools.applications.reasoning:build_reasoning_kd_arm",
+        kwargs=dict(study="addition-trace-students", arm="rejection-sampled + token KD", workers=2),
+        description="One more arm of the reasoning comparison, on the same teacher samples and settings: students "
+                    "trained on the rejection-sampled traces with (1 - 0.5) SFT + 0.5 token-level KD "
+                    "(kdtools.losses.token_kd_loss, T = 1) from addition-trace-teacher; 3 seeds."),
 }
 
 
