@@ -339,10 +339,288 @@ def check_sft_loss(fn) -> CheckResult:
 
 
 # ---- Diffusion step distillation (notebooks/06_applications/diffusion_distillation.ipynb)
+import math as _dif_math  # noqa: E402  (this block's imports stay in this block)
+import torch as _dif_torch  # noqa: E402
+
+
+def _dif_coefficients(t):
+    return _dif_math.cos(0.5 * _dif_math.pi * t), _dif_math.sin(0.5 * _dif_math.pi * t)
+
+
+def _dif_step_reference(z_t, v_hat, t, s):
+    from ..applications.diffusion import ddim_step
+    return ddim_step(z_t, v_hat, t, s)
+
+
+def _dif_target_reference(z_t, z_t2, t, t2):
+    from ..applications.diffusion import distillation_target
+    return distillation_target(z_t, z_t2, t, t2)
+
+
+def _dif_args(seed, shape, t, s):
+    gen = _dif_torch.Generator().manual_seed(seed)
+    return _dif_torch.randn(shape, generator=gen), _dif_torch.randn(shape, generator=gen), t, s
+
+
+def _dif_step_cases():
+    return [
+        Case("4 points in 2-D, one step from t = 0.75 to s = 0.5", lambda: _dif_args(80, (4, 2), 0.75, 0.5)),
+        Case("3 images of 196 pixels, the first step of 8: t = 1 to s = 0.875",
+             lambda: _dif_args(81, (3, 196), 1.0, 0.875)),
+        Case("2 points in 2-D, the last step: t = 0.25 to s = 0", lambda: _dif_args(82, (2, 2), 0.25, 0.0)),
+        Case("5 points in 3-D, a big step from t = 0.9 to s = 0.1", lambda: _dif_args(83, (5, 3), 0.9, 0.1)),
+    ]
+
+
+def _dif_target_cases():
+    return [
+        Case("4 points in 2-D, teacher steps 0.75 → 0.625 → 0.5", lambda: _dif_args(84, (4, 2), 0.75, 0.5)),
+        Case("3 images of 196 pixels, t = 1 → t'' = 0.75 (the first step of 4)",
+             lambda: _dif_args(85, (3, 196), 1.0, 0.75)),
+        Case("5 points in 3-D, t = 0.3 → t'' = 0.1", lambda: _dif_args(86, (5, 3), 0.3, 0.1)),
+        Case("2 points in 2-D, the last step of 2: t = 0.5 → t'' = 0", lambda: _dif_args(87, (2, 2), 0.5, 0.0)),
+    ]
+
+
+def _dif_step_with(alpha_sigma, x_and_eps):
+    def step(z, v, t, s):
+        (a_t, s_t), (a_s, s_s) = alpha_sigma(t), alpha_sigma(s)
+        x_hat, eps_hat = x_and_eps(z, v, a_t, s_t)
+        return a_s * x_hat + s_s * eps_hat
+    return step
+
+
+def _dif_from_v(z, v, a, s):
+    return a * z - s * v, s * z + a * v
+
+
+def _dif_v_as_eps(z, v, a, s):
+    # the ε-parameterised step: v̂ read as ε̂, x̂ = (z − σ ε̂) / α
+    return (z - s * v) / a, v
+
+
+def _dif_v_as_x(z, v, a, s):
+    return v, (z - a * v) / s
+
+
+def _dif_swapped(t):
+    a, s = _dif_coefficients(t)
+    return s, a
+
+
+def _dif_no_half_pi(t):
+    return _dif_math.cos(t), _dif_math.sin(t)
+
+
+_DIF_SWAPPED = ("α and σ are swapped: α_t = cos(πt/2) is the SIGNAL's coefficient (1 at t = 0) and σ_t = sin(πt/2)\n"
+                "  the noise's (1 at t = 1).")
+_DIF_V_AS_EPS = ("you used the ε-parameterised step with a v-model: the network predicts v = α_t ε − σ_t x, so\n"
+                 "  x̂ = α_t z_t − σ_t v̂ and ε̂ = σ_t z_t + α_t v̂ (no division by α_t, which is 0 at t = 1).")
+_DIF_V_AS_X = ("you read the network's output as x̂: it is v̂; x̂ = α_t z_t − σ_t v̂.")
+_DIF_REVERSED = ("you stepped the wrong way, or swapped α and σ (the two give the same result): the step goes FROM\n"
+                 "  t (where z_t lives) TO the earlier time s, with α_t = cos(πt/2) the signal's coefficient; x̂ and\n"
+                 "  ε̂ use α_t, σ_t, the new state α_s, σ_s.")
+_DIF_NO_HALF_PI = "the cosine schedule is α_t = cos(πt/2), σ_t = sin(πt/2): t runs from 0 to 1, the angle to π/2."
+_DIF_ONLY_X = ("you returned α_s x̂ only: DDIM (η = 0) puts the predicted noise back, z_s = α_s x̂ + σ_s ε̂.")
+
+_DIF_STEP_MISTAKES = [
+    Mistake(_DIF_REVERSED, _dif_step_with(_dif_swapped, _dif_from_v)),
+    Mistake(_DIF_V_AS_EPS, _dif_step_with(_dif_coefficients, _dif_v_as_eps)),
+    Mistake(_DIF_V_AS_X, _dif_step_with(_dif_coefficients, _dif_v_as_x)),
+    Mistake(_DIF_NO_HALF_PI, _dif_step_with(_dif_no_half_pi, _dif_from_v)),
+    Mistake(_DIF_ONLY_X, lambda z, v, t, s: _dif_coefficients(s)[0] * _dif_from_v(z, v, *_dif_coefficients(t))[0]),
+]
+
+
+def check_ddim_step(fn) -> CheckResult:
+    r"""Check ``fn(z_t, v_hat, t, s)`` = one DDIM step (η = 0) of a v-prediction model from time ``t`` to
+    ``s < t`` (floats) under the cosine schedule: :math:`z_s = \alpha_s \hat x + \sigma_s \hat\epsilon` with
+    :math:`\hat x = \alpha_t z_t - \sigma_t \hat v`, :math:`\hat\epsilon = \sigma_t z_t + \alpha_t \hat v`.
+
+    Four checks: an interior step, the first step from t = 1, the last step to s = 0 and a big step.
+    """
+    return run_checks(
+        fn, name="ddim_step", signature="ddim_step(z_t, v_hat, t, s)", reference=_dif_step_reference,
+        cases=_dif_step_cases(), mistakes=_DIF_STEP_MISTAKES,
+        error_hints=[ErrorHint(r"must be Tensor|not Tensor|float", "t and s are Python floats: use math.cos and "
+                               "math.sin (or torch.tensor(t)) for α and σ.")],
+        nonfinite_hint="at t = 1, α_t = 0: don't divide by α_t; write x̂ and ε̂ with v̂ as the v-parameterisation does.",
+        covers="the schedule's α and σ, x̂ and ε̂ from v̂, the direction of the step, the endpoints t = 1 and s = 0",
+        rtol=1e-4, atol=1e-5)
+
+
+def _dif_target_with(alpha_sigma):
+    def target(z_t, z_t2, t, t2):
+        (a_t, s_t), (a_2, s_2) = alpha_sigma(t), alpha_sigma(t2)
+        return (z_t2 - (s_2 / s_t) * z_t) / (a_2 - (s_2 / s_t) * a_t)
+    return target
+
+
+def _dif_inverted_ratio(z_t, z_t2, t, t2):
+    (a_t, s_t), (a_2, s_2) = _dif_coefficients(t), _dif_coefficients(t2)
+    ratio = s_t / s_2 if s_2 else 0.0  # (at t'' = 0 this mistake is undefined; the model must not raise)
+    return (z_t2 - ratio * z_t) / (a_2 - ratio * a_t)
+
+
+def _dif_v_target(z_t, z_t2, t, t2):
+    a_t, s_t = _dif_coefficients(t)
+    return (a_t * z_t - _dif_target_with(_dif_coefficients)(z_t, z_t2, t, t2)) / s_t
+
+
+_DIF_LANDING = ("you returned z_t'' itself, where the teacher LANDS: the student predicts x̂, so the target is the\n"
+                "  x̃ whose one DDIM step from z_t lands there, x̃ = (z_t'' − (σ_t''/σ_t) z_t) / (α_t'' − (σ_t''/σ_t) α_t).")
+_DIF_INVERTED = "the ratio is σ_t''/σ_t (the later time's σ over the current one's), not σ_t/σ_t''."
+_DIF_V_TARGET = ("you returned the target in v-space: this function returns x̃, the clean-sample target; the v the\n"
+                 "  student should output is (α_t z_t − x̃)/σ_t, but the loss here is written on x̃.")
+
+_DIF_TARGET_MISTAKES = [
+    Mistake(_DIF_SWAPPED, _dif_target_with(_dif_swapped)),
+    Mistake(_DIF_LANDING, lambda z_t, z_t2, t, t2: z_t2),
+    Mistake(_DIF_INVERTED, _dif_inverted_ratio),
+    Mistake(_DIF_V_TARGET, _dif_v_target),
+    Mistake(_DIF_NO_HALF_PI, _dif_target_with(_dif_no_half_pi)),
+]
+
+
+def check_distillation_target(fn) -> CheckResult:
+    r"""Check ``fn(z_t, z_t2, t, t2)`` = progressive distillation's target (Salimans & Ho, Algorithm 2)
+    :math:`\tilde x = (z_{t''} - \frac{\sigma_{t''}}{\sigma_t} z_t) / (\alpha_{t''} - \frac{\sigma_{t''}}{\sigma_t}
+    \alpha_t)` for states ``[B, D]`` and times ``t > t2`` (floats), cosine schedule.
+
+    Four checks: an interior pair, the first pair from t = 1, a late pair and the last pair ending at t'' = 0.
+    """
+    return run_checks(
+        fn, name="distillation_target", signature="distillation_target(z_t, z_t2, t, t2)",
+        reference=_dif_target_reference, cases=_dif_target_cases(), mistakes=_DIF_TARGET_MISTAKES,
+        error_hints=[ErrorHint(r"must be Tensor|not Tensor|float", "t and t2 are Python floats: use math.cos and "
+                               "math.sin (or torch.tensor(t)) for α and σ.")],
+        covers="the schedule's α and σ, the ratio σ_t''/σ_t, an x-space target, t = 1 and t'' = 0",
+        rtol=1e-4, atol=1e-5)
 # ---- end of diffusion step distillation
 
 
 # ---- Streaming action anticipation (notebooks/06_applications/streaming_anticipation.ipynb)
+import math as _stm_math  # noqa: E402  (this block's imports stay in this block)
+
+import torch as _stm_torch  # noqa: E402
+
+
+def _stm_reference(latency, frame_period, n_frames):
+    from ..applications.streaming import streaming_schedule
+    return streaming_schedule(latency, frame_period, n_frames)
+
+
+def _stm_finish_times(latency, frame_period, n_frames, pick_frame):
+    """(done time, frame) of every prediction a one-at-a-time model makes; ``pick_frame(free_at, next_frame)``
+    is the frame it starts on when it becomes free (times in frame periods)."""
+    r, free_at, next_frame, out = latency / frame_period, 0.0, 0, []
+    while True:
+        frame = pick_frame(free_at, next_frame)
+        if frame >= n_frames:
+            return out
+        start = max(free_at, float(frame))
+        free_at, next_frame = start + r, frame + 1
+        out.append((free_at, frame))
+
+
+def _stm_in_use(events, n_frames, strict=False):
+    """For each frame k, the newest frame whose event time is <= k (< k when ``strict``), -1 if none."""
+    out = _stm_torch.full((n_frames,), -1, dtype=_stm_torch.long)
+    for k in range(n_frames):
+        ready = [frame for time, frame in events if (time < k - 1e-9 if strict else time <= k + 1e-9)]
+        out[k] = max(ready) if ready else -1
+    return out
+
+
+def _stm_newest(free_at, next_frame):
+    return max(next_frame, _stm_math.floor(free_at + 1e-9))
+
+
+def _stm_newest_strictly_before(free_at, next_frame):  # a frame arriving at the very moment is not seen
+    return max(next_frame, _stm_math.ceil(free_at - 1e-9) - 1)
+
+
+def _stm_offline(latency, frame_period, n_frames):
+    return _stm_torch.arange(n_frames)
+
+
+def _stm_started(latency, frame_period, n_frames):  # the frame being worked on, not the newest finished
+    events = _stm_finish_times(latency, frame_period, n_frames, _stm_newest)
+    r = latency / frame_period
+    return _stm_in_use([(done - r, frame) for done, frame in events], n_frames)
+
+
+def _stm_strict(latency, frame_period, n_frames):
+    return _stm_in_use(_stm_finish_times(latency, frame_period, n_frames, _stm_newest), n_frames, strict=True)
+
+
+def _stm_pipelined(latency, frame_period, n_frames):  # every frame gets its own worker: nothing is skipped
+    r = latency / frame_period
+    return _stm_in_use([(k + r, k) for k in range(n_frames)], n_frames)
+
+
+def _stm_queued(latency, frame_period, n_frames):  # a busy model works through every frame in order
+    return _stm_in_use(_stm_finish_times(latency, frame_period, n_frames, lambda free_at, nxt: nxt), n_frames)
+
+
+def _stm_late_start(latency, frame_period, n_frames):
+    return _stm_in_use(_stm_finish_times(latency, frame_period, n_frames, _stm_newest_strictly_before), n_frames)
+
+
+def _stm_cases():
+    def args(latency, frame_period, n_frames):
+        return lambda: (latency, frame_period, n_frames)
+
+    return [
+        Case("latency 25 ms, a frame every 10 ms, 12 frames", args(25.0, 10.0, 12), {"r": 25, "d": 10}),
+        Case("latency 30 ms (exactly 3 frames), a frame every 10 ms, 12 frames", args(30.0, 10.0, 12),
+             {"r": 30, "d": 10}),
+        Case("latency 5 ms (half a frame), a frame every 10 ms, 6 frames", args(5.0, 10.0, 6), {"r": 5, "d": 10}),
+        Case("latency 10 ms, a frame every 4 ms, 15 frames", args(10.0, 4.0, 15), {"r": 10, "d": 4}),
+        Case("latency 0 (an instantaneous model), a frame every 10 ms, 5 frames", args(0.0, 10.0, 5),
+             {"r": 0, "d": 10}),
+    ]
+
+
+_STM_OFFLINE = ("you returned each frame's own prediction: that is offline evaluation. A prediction started at time s\n"
+                "  is only available from s + latency (here {r} ms) on; until then the previous one is in use.")
+_STM_STARTED = ("you used the prediction the model is still WORKING on: the one it started last. At time t only the\n"
+                "  predictions that have finished (start + {r} ms <= t) can be used.")
+_STM_STRICT = ("a prediction finishing exactly when a frame arrives is available at that frame (<=, not <): here the\n"
+               "  latency is {r} ms and frames arrive every {d} ms, so finish times can fall on arrivals.")
+_STM_PIPELINED = ("your model starts a prediction on EVERY frame, as if it had a free worker for each: one model works\n"
+                  "  on one frame at a time, so the frames arriving while it is busy are skipped.")
+_STM_QUEUED = ("your model works through every frame in order, so it falls further and further behind: when it\n"
+               "  becomes free it starts on the NEWEST frame that has arrived and skips the older ones.")
+_STM_LATE_START = ("a frame that arrives at the very moment the model becomes free is the newest frame: start on it\n"
+                   "  (the newest frame arrived at or before that moment, floor(t / frame_period)).")
+
+_STM_MISTAKES = [
+    Mistake(_STM_OFFLINE, _stm_offline),
+    Mistake(_STM_STARTED, _stm_started),
+    Mistake(_STM_STRICT, _stm_strict),
+    Mistake(_STM_PIPELINED, _stm_pipelined),
+    Mistake(_STM_QUEUED, _stm_queued),
+    Mistake(_STM_LATE_START, _stm_late_start),
+]
+
+
+def check_prediction_in_use(fn) -> CheckResult:
+    r"""Check ``fn(latency, frame_period, n_frames)`` = for each frame ``k`` (arriving at ``k * frame_period``),
+    the index of the frame whose prediction is in use at that moment, -1 if none yet: an int64 tensor
+    ``[n_frames]``. The model works on one frame at a time, starts on the newest arrived frame whenever it is free
+    (or waits for the next one), and each output is available ``latency`` after its start.
+
+    Five checks: latencies of 2.5, 3, 0.5 and 2.5 frame periods, and 0.
+    """
+    return run_checks(
+        fn, name="prediction_in_use", signature="prediction_in_use(latency, frame_period, n_frames)",
+        reference=_stm_reference, cases=_stm_cases(), mistakes=_STM_MISTAKES,
+        error_hints=[ErrorHint(r"float.*integer|integer.*float|not iterable|cannot be interpreted",
+                               "the latency and the frame period are floats (ms); convert a frame index with int() "
+                               "or math.floor before using it as an index or a range bound.")],
+        covers="latency, frame boundaries, skipped frames, none yet",
+        rtol=0, atol=0)
 # ---- end of streaming action anticipation
 
 

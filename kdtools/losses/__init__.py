@@ -10,6 +10,7 @@ from .data_free import (DAFL_WEIGHTS, IMAGE_PRIOR_WEIGHTS, batch_statistics, daf
                         image_prior_loss, total_variation)
 from .dense import PIXELWISE_REDUCTIONS, pixelwise_kd_loss
 from .detection import foreground_weighted_feature_loss, localization_distillation_loss
+from .diffusion import SNR_WEIGHTINGS, progressive_distillation_loss
 from .feature import NST_KERNELS, ConvRegressor, at_loss, attention_map, hint_loss, nst_loss
 from .relation import RKD_WEIGHTS, fsp_loss, fsp_matrix, rkd_angle_loss, rkd_distance_loss, rkd_loss
 from .response import dkd_loss, dkd_terms, dkd_warmup_factor, dml_loss, kd_loss
@@ -35,6 +36,7 @@ LOSSES = {
     "deepinversion_bn": deepinversion_bn_loss,
     "image_prior": image_prior_loss,
     "dafl": dafl_losses,
+    "progressive_distillation": progressive_distillation_loss,
 }
 
 __all__ = [
@@ -56,4 +58,6 @@ __all__ = [
     # data-free
     "batch_statistics", "deepinversion_bn_loss", "total_variation", "image_prior_loss", "dafl_losses",
     "DAFL_WEIGHTS", "IMAGE_PRIOR_WEIGHTS",
+    # diffusion
+    "progressive_distillation_loss", "SNR_WEIGHTINGS",
 ]

@@ -102,6 +102,40 @@ ARTIFACT_RECIPES: Dict[str, ArtifactRecipe] = {
         description="One more arm of the reasoning comparison, on the same teacher samples and settings: students "
                     "trained on the rejection-sampled traces with (1 - 0.5) SFT + 0.5 token-level KD "
                     "(kdtools.losses.token_kd_loss, T = 1) from addition-trace-teacher; 3 seeds."),
+    "gaussians-diffusion-study": ArtifactRecipe(
+        builder="kdtools.applications.diffusion:build_points_study",
+        kwargs=dict(seeds=[0, 1, 2], n_train=8192, hidden=128, depth=2, teacher_epochs=60, round_epochs=8,
+                    start_steps=64, batch_size=256, n_eval=4000, lr=2e-3),
+        description="The diffusion lesson's 2-D study: per seed, a v-prediction MLP on 8 Gaussians (60 epochs of "
+                    "8,192 points), progressive distillation 64 -> 32 -> ... -> 1 DDIM steps (8 epochs per "
+                    "round) and the sliced Wasserstein distance of every sampler; 3 seeds, the first seed's "
+                    "networks in float16 (kdtools.applications.diffusion)."),
+    "mnist-diffusion-teacher": ArtifactRecipe(
+        builder="kdtools.applications.diffusion:build_digit_teacher",
+        kwargs=dict(size=14, hidden=384, depth=2, epochs=40, batch_size=128, lr=1e-3, seed=0),
+        description="The diffusion lesson's digit model: a v-prediction MLP (384 units, 2 residual blocks) on "
+                    "all 60,000 MNIST training digits average-pooled to 14x14, 40 epochs; float16."),
+    "mnist-diffusion-students": ArtifactRecipe(
+        builder="kdtools.applications.diffusion:build_digit_study",
+        kwargs=dict(teacher="mnist-diffusion-teacher", seeds=[0, 1, 2], start_steps=64, round_epochs=2,
+                    batch_size=128, lr=1e-3, n_eval=1000, n_reference=5000, keep_student=4, grid=16),
+        description="Progressive distillation of mnist-diffusion-teacher from 64 DDIM steps to 1 (2 epochs per "
+                    "round), 3 seeds; Frechet distances in mnist-cnn-teacher's embedding for the teacher's DDIM "
+                    "and every student, sample grids from shared noise, the first seed's 4-step student."),
+    "stream-anticipation-teacher": ArtifactRecipe(
+        builder="kdtools.applications.streaming:build_stream_teacher",
+        kwargs=dict(n_train=120_000, n_valid=3000, epochs=2, lr=3e-3, seed=0),
+        description="Module 6's streaming-anticipation teacher: a 2-layer GRU anticipator of 128 units over the "
+                    "last 48 frames (159k parameters), 4 horizon heads, trained for 2 epochs on a 120,000-frame "
+                    "synthetic procedural stream (on 20,000 frames it overfits after 2 epochs), best validation "
+                    "epoch kept (kdtools.applications.streaming)."),
+    "stream-anticipation-students": ArtifactRecipe(
+        builder="kdtools.applications.streaming:build_stream_study",
+        kwargs=dict(n_train=20_000, n_valid=3000, n_test=6000, epochs=12, lr=3e-3, alpha=0.9, temperature=4.0,
+                    seeds=[0, 1, 2], workers=2),
+        description="The streaming lesson's comparison: 16-unit GRU anticipators over the last 8 frames trained "
+                    "from scratch and with KD (alpha 0.9, T 4) from stream-anticipation-teacher, 3 seeds, 12 "
+                    "epochs; every run's history, test accuracies and student."),
 }
 
 
