@@ -252,6 +252,89 @@ def check_pixelwise_kd_loss(fn) -> CheckResult:
 
 
 # ---- Reasoning distillation (notebooks/06_applications/reasoning_distillation.ipynb)
+import torch as _rsn_torch  # noqa: E402  (this block's imports stay in this block)
+import torch.nn.functional as _rsn_F  # noqa: E402
+
+
+def _rsn_reference(logits, tokens, prompt_len):
+    from ..applications.reasoning import sft_loss
+    return sft_loss(logits, tokens, prompt_len)
+
+
+def _rsn_args(seed, prompt_len, lengths, vocab):
+    """Token ids 3..vocab-1 (0 is padding) of the given total lengths, padded to the longest, and random logits."""
+    gen = _rsn_torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    tokens = _rsn_torch.randint(3, vocab, (len(lengths), width), generator=gen)
+    tokens[_rsn_torch.arange(width)[None, :] >= _rsn_torch.tensor(lengths)[:, None]] = 0
+    return 2 * _rsn_torch.randn(len(lengths), width - 1, vocab, generator=gen), tokens, prompt_len
+
+
+def _rsn_cases():
+    return [
+        Case("3 sequences of 9, 6 and 12 tokens, prompt of 4, 10 symbols", lambda: _rsn_args(80, 4, [9, 6, 12], 10)),
+        Case("4 sequences of 7, 7, 5 and 11 tokens, prompt of 3, 17 symbols",
+             lambda: _rsn_args(81, 3, [7, 7, 5, 11], 17)),
+        Case("2 sequences of 14 and 8 tokens, prompt of 6, 6 symbols", lambda: _rsn_args(82, 6, [14, 8], 6)),
+        Case("the gradient with respect to the logits, 3 sequences", lambda: _rsn_args(83, 4, [10, 5, 8], 9),
+             gradient=True),
+    ]
+
+
+def _rsn_token_ce(logits, tokens):
+    """Cross-entropy of every next-token prediction, [B, L-1]."""
+    return _rsn_F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
+
+
+def _rsn_masked_mean(values, mask):
+    return (values * mask).sum() / mask.sum()
+
+
+def _rsn_positions(tokens):
+    return _rsn_torch.arange(1, tokens.shape[1])[None, :]
+
+
+_RSN_PROMPT = ("you trained on the prompt too: only the RESPONSE's tokens (targets at positions >= prompt_len of\n"
+               "  `tokens`) count; the prompt is given, not something the student must learn to write.")
+_RSN_PADDING = ("you counted the padding (token id 0): padded targets must add neither to the sum nor to the count.")
+_RSN_PER_SEQUENCE = ("you averaged each sequence's tokens first and then the sequences: the loss is a mean over all\n"
+                     "  response TOKENS of the batch, so a long response weighs more than a short one.")
+_RSN_UNSHIFTED = ("logits[:, l] predict the NEXT token, tokens[:, l + 1]: compare the logits with tokens[:, 1:].")
+_RSN_PROMPT_OFF_BY_ONE = ("the first response token is tokens[:, prompt_len], predicted by logits[:, prompt_len - 1]:\n"
+                          "  your mask starts one position too late or too early.")
+_RSN_SUM = "divide by the number of response tokens: the loss is a mean, not a sum."
+
+_RSN_MISTAKES = [
+    Mistake(_RSN_PROMPT, lambda z, x, P: _rsn_masked_mean(_rsn_token_ce(z, x), (x[:, 1:] != 0).float())),
+    Mistake(_RSN_PADDING, lambda z, x, P: _rsn_masked_mean(_rsn_token_ce(z, x), (_rsn_positions(x) >= P).float()
+                                                           .expand_as(z[..., 0]))),
+    Mistake(_RSN_PER_SEQUENCE, lambda z, x, P: (
+        (_rsn_token_ce(z, x) * ((_rsn_positions(x) >= P) & (x[:, 1:] != 0))).sum(1)
+        / ((_rsn_positions(x) >= P) & (x[:, 1:] != 0)).sum(1)).mean()),
+    Mistake(_RSN_PROMPT_OFF_BY_ONE, lambda z, x, P: _rsn_masked_mean(
+        _rsn_token_ce(z, x), ((_rsn_positions(x) >= P + 1) & (x[:, 1:] != 0)).float())),
+    Mistake(_RSN_PROMPT_OFF_BY_ONE, lambda z, x, P: _rsn_masked_mean(
+        _rsn_token_ce(z, x), ((_rsn_positions(x) >= P - 1) & (x[:, 1:] != 0)).float())),
+    Mistake(_RSN_SUM, lambda z, x, P: (_rsn_token_ce(z, x) * ((_rsn_positions(x) >= P) & (x[:, 1:] != 0))).sum()),
+]
+
+
+def check_sft_loss(fn) -> CheckResult:
+    r"""Check ``fn(logits, tokens, prompt_len)`` = the SFT loss on the response only: the next-token cross-entropy
+    :math:`-\log p^s(x_{b,l+1} \mid x_{b,\le l})` averaged over the targets ``tokens[:, 1:]`` that sit at
+    positions ``>= prompt_len`` of ``tokens`` and are not padding (id 0). ``logits`` ``[B, L-1, V]`` predict
+    ``tokens[:, 1:]``; ``tokens`` ``[B, L]``.
+
+    Four checks: three batches of different lengths and prompt sizes, and the gradient.
+    """
+    return run_checks(
+        fn, name="sft_loss", signature="sft_loss(logits, tokens, prompt_len)",
+        reference=_rsn_reference, cases=_rsn_cases(), mistakes=_RSN_MISTAKES,
+        error_hints=[ErrorHint(r"size of tensor|must match|dimension|shape",
+                               "logits are [B, L-1, V] and predict tokens[:, 1:] ([B, L-1]); take the "
+                               "cross-entropy over the last axis of the logits.")],
+        covers="the prompt and the padding masked out, the shift by one, the mean over response tokens, gradients",
+        rtol=1e-4, atol=1e-6)
 # ---- end of reasoning distillation
 
 

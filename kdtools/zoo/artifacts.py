@@ -80,6 +80,28 @@ ARTIFACT_RECIPES: Dict[str, ArtifactRecipe] = {
                     "word-level KD (weight chosen on validation), on the teacher's beam outputs (sequence-level "
                     "KD), and both; 3 seeds, 12 epochs on 10,000 words; every run's record and the first seed's "
                     "students."),
+    "addition-trace-teacher": ArtifactRecipe(
+        builder="kdtools.applications.reasoning:build_reasoning_teacher",
+        kwargs=dict(n_train=12_000, epochs=10, lr=2e-3, seed=0, n_valid=500),
+        description="Module 6's reasoning teacher: a 3-layer decoder-only TinyLM (d = 96) trained with SFT on the "
+                    "step-by-step traces of 12,000 five-digit additions (carry chains <= 2), best validation epoch "
+                    "kept (kdtools.applications.reasoning)."),
+    "addition-trace-students": ArtifactRecipe(
+        builder="kdtools.applications.reasoning:build_reasoning_study",
+        kwargs=dict(n_train=6000, k=4, temperature=1.0, n_valid=300, n_test=1000, epochs=12, seeds=[0, 1, 2],
+                    kd_weight=0.5, sample_seed=0, arms=["answers only", "answers only, 3x epochs",
+                                                       "all sampled traces", "rejection-sampled traces"],
+                    workers=2),
+        description="The reasoning-distillation comparison: 4 teacher samples per training problem at "
+                    "temperature 1, verified; 2-layer TinyLM students (d = 64) trained with SFT on answers only "
+                    "(12 and 36 epochs), on all sampled traces and on rejection-sampled traces; 3 seeds, 6,000 "
+                    "problems; the samples, every run's record and the first seed's students (float16)."),
+    "addition-trace-kd-students": ArtifactRecipe(
+        builder="kdtools.applications.reasoning:build_reasoning_kd_arm",
+        kwargs=dict(study="addition-trace-students", arm="rejection-sampled + token KD", workers=2),
+        description="One more arm of the reasoning comparison, on the same teacher samples and settings: students "
+                    "trained on the rejection-sampled traces with (1 - 0.5) SFT + 0.5 token-level KD "
+                    "(kdtools.losses.token_kd_loss, T = 1) from addition-trace-teacher; 3 seeds."),
     "gaussians-diffusion-study": ArtifactRecipe(
         builder="kdtools.applications.diffusion:build_points_study",
         kwargs=dict(seeds=[0, 1, 2], n_train=8192, hidden=128, depth=2, teacher_epochs=60, round_epochs=8,
