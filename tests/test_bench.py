@@ -30,3 +30,14 @@ def test_latency_and_throughput_are_positive_and_leave_model_alone():
     assert set(stats) == {"params", "size_mb", "macs", "latency_ms"} and stats["macs"] == 7840
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         cpu_latency_ms(model, repeats=0)
+
+
+def test_median_call_ms_cpu_clock_counts_work_not_sleep():
+    import time as _time
+
+    from kdtools.bench import median_call_ms
+
+    assert median_call_ms(_time.sleep, 0.01, warmup=0, repeats=3, clock="cpu") < 5
+    assert median_call_ms(_time.sleep, 0.01, warmup=0, repeats=3, clock="wall") >= 9
+    with pytest.raises(ValueError, match="clock must be one of"):
+        median_call_ms(_time.sleep, 0.0, clock="gpu")

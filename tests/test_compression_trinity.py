@@ -188,7 +188,7 @@ def test_measure_reports_every_figure():
 
 def test_interleaved_latency_times_every_model():
     small, large = MLP(hidden=(8,)).eval(), MLP(hidden=(2048, 2048)).eval()
-    ms = ct.interleaved_latency_ms({"small": small, "large": large}, batch_size=16, repeats=5, warmup=1)
+    ms = ct.interleaved_latency_ms({"small": small, "large": large}, batch_size=16, rounds=2, calls=3, warmup=1)
     assert set(ms) == {"small", "large"} and ms["small"] > 0
     assert ms["large"] > ms["small"]
 
@@ -206,7 +206,7 @@ def test_interleaved_latency_times_every_model():
     (lambda: ct.finetune(_mlp(), _tiny_data(), objective="kd"), "needs a teacher"),
     (lambda: ct.finetune_split(torch.arange(10), 0, 5), "train_per_class and valid_per_class must be >= 1"),
     (lambda: ct.interleaved_latency_ms({}), "models must name at least one model"),
-    (lambda: ct.interleaved_latency_ms({"m": _mlp()}, batch_size=0), "batch_size and repeats must be >= 1"),
+    (lambda: ct.interleaved_latency_ms({"m": _mlp()}, batch_size=0), "batch_size, rounds and calls must be >= 1"),
 ])
 def test_bad_input_is_named(call, match):
     with pytest.raises(ValueError, match=match):

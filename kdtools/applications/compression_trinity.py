@@ -340,27 +340,29 @@ def finetune(model: nn.Module, train: TensorData, valid: TensorData | None = Non
 
 
 @torch.inference_mode()
-def interleaved_latency_ms(models: Mapping[str, nn.Module], batch_size: int = 1, repeats: int = 50,
-                           warmup: int = 5, seed: int = 0) -> Dict[str, float]:
+def interleaved_latency_ms(models: Mapping[str, nn.Module], batch_size: int = 1, rounds: int = 10,
+                           calls: int = 5, warmup: int = 2, seed: int = 0) -> Dict[str, float]:
     """Median CPU time in ms of one forward pass of each model on the same random batch ``[batch_size, 1, 28,
-    28]``, timed in rounds that call every model once, so that a change in the machine's load (another process,
-    frequency scaling) affects all models alike instead of whichever happened to be measured then."""
+    28]``, timed in ``rounds``: each round gives every model ``warmup`` untimed calls (its weights back in the
+    cache, as for a model that serves requests one after another) and then ``calls`` timed ones. A change in the
+    machine's load (another process, frequency scaling) then affects all models alike instead of whichever
+    happened to be measured at that moment."""
     if not models:
         raise ValueError("models must name at least one model, got an empty mapping")
-    if batch_size < 1 or repeats < 1 or warmup < 0:
-        raise ValueError(f"batch_size and repeats must be >= 1 and warmup >= 0, got batch_size={batch_size}, "
-                         f"repeats={repeats}, warmup={warmup}")
+    if batch_size < 1 or rounds < 1 or calls < 1 or warmup < 0:
+        raise ValueError(f"batch_size, rounds and calls must be >= 1 and warmup >= 0, got batch_size={batch_size}, "
+                         f"rounds={rounds}, calls={calls}, warmup={warmup}")
     x = torch.randn(batch_size, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
-    for model in models.values():
-        model.eval()
-        for _ in range(warmup):
-            model(x)
     times: Dict[str, List[float]] = {name: [] for name in models}
-    for _ in range(repeats):
+    for _ in range(rounds):
         for name, model in models.items():
-            start = time.perf_counter()
-            model(x)
-            times[name].append((time.perf_counter() - start) * 1e3)
+            model.eval()
+            for _ in range(warmup):
+                model(x)
+            for _ in range(calls):
+                start = time.perf_counter()
+                model(x)
+                times[name].append((time.perf_counter() - start) * 1e3)
     return {name: statistics.median(values) for name, values in times.items()}
 
 

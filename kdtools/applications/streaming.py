@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..bench import median_call_ms
 from ._loop import run_epochs
 
 __all__ = ["World", "make_world", "make_stream", "Anticipator", "make_windows", "horizon_targets",
@@ -291,28 +292,10 @@ def effective_horizons(in_use: torch.Tensor, frames: torch.Tensor, tau: int) -> 
 
 
 def median_cpu_ms(fn, *args, warmup: int = 10, repeats: int = 100) -> float:
-    """Median CPU time in milliseconds that the calling thread spends in ``fn(*args)``, after ``warmup`` calls.
-
-    Unlike wall-clock time (:func:`kdtools.bench.median_call_ms`), the thread's CPU time does not count the
-    moments another process holds the core, so on a shared machine it stays close to what the call costs on a
-    core of its own (cache and memory contention still slow it down a little). Call it with one torch thread:
-    work done in other threads is not counted.
-    """
-    import statistics
-    import time
-
-    if not callable(fn):
-        raise ValueError(f"fn must be callable, got {type(fn).__name__}")
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    for _ in range(warmup):
-        fn(*args)
-    times = []
-    for _ in range(repeats):
-        start = time.thread_time_ns()
-        fn(*args)
-        times.append((time.thread_time_ns() - start) / 1e6)
-    return statistics.median(times)
+    """Median CPU time in milliseconds that the calling thread spends in ``fn(*args)``, after ``warmup`` calls:
+    :func:`kdtools.bench.median_call_ms` with ``clock="cpu"`` (see there why the clock of this lesson counts CPU
+    time, not wall-clock time)."""
+    return median_call_ms(fn, *args, warmup=warmup, repeats=repeats, clock="cpu")
 
 
 # ---------------------------------------------------------------------------------------------- zoo builders
