@@ -213,7 +213,8 @@ def quantize_static_int8(model: nn.Module, calibration_images: torch.Tensor, eng
     (``QuantWrapper``). Returns a new model (CPU only).
 
     engine: a backend of ``torch.backends.quantized.supported_engines`` (``"x86"`` on Intel/AMD, ``"qnnpack"``
-    on ARM).
+    on ARM). PyTorch runs int8 kernels with one engine per process, so this sets
+    ``torch.backends.quantized.engine`` for the whole process, as its own quantisation tutorials do.
     """
     linear_layers(model)
     if engine not in torch.backends.quantized.supported_engines:
