@@ -1,4 +1,5 @@
-"""Teacher and student networks for MNIST. Every model is a plain ``nn.Module`` that returns logits.
+"""Teacher and student networks of the course (MNIST, and the CIFAR ResNets of the CRD/DKD benchmarks).
+Every model is a plain ``nn.Module`` that returns logits.
 
 Intermediate features are read with :mod:`kdtools.features` (forward hooks on named layers), so
 nothing here returns features or needs editing for a distillation method.
@@ -86,6 +87,74 @@ class SmallCNN(nn.Module):
         return self.head(self.drop(self.embedding(self.pool(x))))
 
 
+class BasicBlock(nn.Module):
+    """The two-convolution residual block of He et al. (2016): 3x3 conv, BN, ReLU, 3x3 conv, BN, plus the input
+    (through a 1x1 conv and BN when the width or the resolution changes), then ReLU. Named ``conv1, bn1, conv2,
+    bn2, shortcut, relu``; hook ``bn2`` for the pre-activation feature some methods (e.g. OFD) distil."""
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(channels))
+        self.relu = nn.ReLU(inplace=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR ResNets of the CRD code base (RepDistiller's ``models/resnet.py``) and mdistiller, on 32x32 RGB
+    inputs: a 3x3 stem of ``widths[0]`` channels, three stages of ``(depth - 2) / 6`` basic blocks with
+    ``widths[1:]`` channels (strides 1, 2, 2: 32 -> 16 -> 8 pixels), global average pooling and a linear head.
+
+    ``resnet8x4`` / ``resnet32x4`` (widths 32-64-128-256) are the benchmark's canonical student / teacher pair;
+    with 100 classes they have 1.23 M and 7.43 M parameters, as the CRD paper lists. Initialisation as theirs:
+    Kaiming normal (fan-out) for convolutions, BN weights 1 and biases 0, PyTorch's default for the head.
+    Named parts ``stem, layer1, layer2, layer3, pool, fc`` for hooks (``layer3`` gives the 8x8 feature map).
+    Where theirs differs: a fixed ``AvgPool2d(8)`` instead of global average pooling (the same on 32x32 inputs),
+    ``forward(x, is_feat=True)`` returning features (here: hooks, :mod:`kdtools.features`), and 10 classes by
+    default (here 100, the benchmark's).
+    """
+
+    def __init__(self, depth: int = 32, widths: Sequence[int] = (16, 16, 32, 64), num_classes: int = 100):
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6 != 0:
+            raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 56, 110, ...), got {depth}")
+        if len(widths) != 4 or any(w < 1 for w in widths):
+            raise ValueError(f"widths must be 4 positive channel counts (stem, stage 1, 2, 3), got {list(widths)}")
+        blocks = (depth - 2) // 6
+        self.depth, self.widths = depth, tuple(widths)
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]),
+                                  nn.ReLU(inplace=False))
+        channels = widths[0]
+        for stage, (width, stride) in enumerate(zip(widths[1:], (1, 2, 2)), start=1):
+            layers = []
+            for i in range(blocks):
+                layers.append(BasicBlock(channels, width, stride if i == 0 else 1))
+                channels = width
+            self.add_module(f"layer{stage}", nn.Sequential(*layers))
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(channels, num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"x must be a batch of RGB images [B, 3, H, W], got shape {list(x.shape)}")
+        return self.fc(self.pool(self.layer3(self.layer2(self.layer1(self.stem(x))))))
+
+
 # Named architectures used across the course; notebooks and the zoo build models by name.
 ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {
     "mlp-1200x2": lambda **kw: MLP((1200, 1200), **kw),   # Hinton et al. (2015) teacher
@@ -101,7 +170,16 @@ ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {
     "cnn-4x1": lambda **kw: SmallCNN(width=4, depth=1, **kw),   # the shared protocol's student
     "cnn-4x3": lambda **kw: SmallCNN(width=4, depth=3, **kw),   # thinner and deeper than cnn-32x2 (FitNets)
     "cnn-2x1": lambda **kw: SmallCNN(width=2, depth=1, **kw),   # the teacher-assistant lesson's very small student
+    # CIFAR-100 benchmark of CRD / DKD (32x32 RGB): the plain family and the 4x wider pair
+    **{f"resnet{d}": (lambda d: lambda **kw: CifarResNet(d, (16, 16, 32, 64), **kw))(d) for d in (8, 14, 20, 32, 44, 56, 110)},
+    "resnet8x4": lambda **kw: CifarResNet(8, (32, 64, 128, 256), **kw),    # the canonical student
+    "resnet32x4": lambda **kw: CifarResNet(32, (32, 64, 128, 256), **kw),  # the canonical teacher
 }
+
+
+#: the architectures of :data:`ARCHITECTURES` that take 32x32 RGB images (CIFAR) and default to 100 classes;
+#: every other one takes 28x28 single-channel images (MNIST) and defaults to 10
+CIFAR_ARCHITECTURES = frozenset(name for name in ARCHITECTURES if name.startswith("resnet"))
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
