@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable, Dict, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -83,6 +83,34 @@ def median_call_ms(fn: Callable, *args: Any, warmup: int = 5, repeats: int = 30,
         fn(*args)
         times.append((now() - start) / 1e6)
     return statistics.median(times)
+
+
+@torch.inference_mode()
+def interleaved_latency_ms(models: Mapping[str, nn.Module], batch_size: int = 1, rounds: int = 10,
+                           calls: int = 5, warmup: int = 2, seed: int = 0,
+                           input_shape: Sequence[int] = (1, 28, 28)) -> Dict[str, float]:
+    """Median wall-clock time in ms of one forward pass of each model on the same random batch ``[batch_size,
+    *input_shape]``, timed in ``rounds``: each round gives every model ``warmup`` untimed calls (its weights back in the
+    cache, as for a model that serves requests one after another) and then ``calls`` timed ones. A change in the
+    machine's load (another process, frequency scaling) then affects all models alike instead of whichever
+    happened to be measured at that moment."""
+    if not models:
+        raise ValueError("models must name at least one model, got an empty mapping")
+    if batch_size < 1 or rounds < 1 or calls < 1 or warmup < 0:
+        raise ValueError(f"batch_size, rounds and calls must be >= 1 and warmup >= 0, got batch_size={batch_size}, "
+                         f"rounds={rounds}, calls={calls}, warmup={warmup}")
+    x = torch.randn(batch_size, *input_shape, generator=torch.Generator().manual_seed(seed))
+    times: Dict[str, List[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            model.eval()
+            for _ in range(warmup):
+                model(x)
+            for _ in range(calls):
+                start = time.perf_counter()
+                model(x)
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 @torch.no_grad()

@@ -209,3 +209,16 @@ def test_grouped_states_round_trip_through_load_networks(tmp_path, monkeypatch):
     model, _ = artifacts.load_network("x", lambda info: torch.nn.Linear(info["n"], 2))
     assert model.weight.dtype == torch.float32 and not model.training
     assert torch.allclose(model.bias, nets["a"].bias.half().float())
+
+
+def test_first_seed_states_pops_every_state_and_groups_the_first_seeds():
+    import torch
+
+    from kdtools.zoo.artifacts import first_seed_states
+
+    runs = [{"arm": arm, "seed": seed, "state": {"w": torch.full((2,), float(seed)), "b": torch.zeros(1)}}
+            for arm in ("a", "b") for seed in (3, 4)]
+    tensors = first_seed_states(runs, 3, torch.float16)
+    assert sorted(tensors) == ["a/b", "a/w", "b/b", "b/w"]
+    assert tensors["a/w"].dtype == torch.float16 and tensors["a/w"].tolist() == [3.0, 3.0]
+    assert all("state" not in r for r in runs)

@@ -25,18 +25,16 @@ from __future__ import annotations
 import copy
 import gzip
 import io
-import statistics
-import time
 import warnings
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterable, List, Mapping, Tuple
+from typing import Callable, Dict, Iterable, List, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
-from ..bench import cpu_latency_ms
+from ..bench import cpu_latency_ms, interleaved_latency_ms  # noqa: F401  (re-exported: the lesson calls it here)
 from ..data import TensorData, TensorLoader, stratified_subset
 from ..losses import kd_loss
 from ..models import MLP
@@ -338,33 +336,6 @@ def finetune(model: nn.Module, train: TensorData, valid: TensorData | None = Non
     validate = None if valid is None else (lambda: evaluate(model, TensorLoader(valid, 1000), device="cpu"))
     return run_epochs(model, len(train), batch_loss, optimizer, epochs=epochs, batch_size=batch_size, seed=seed,
                       validate=validate, score_name="accuracy", stop_after=stop_after)
-
-
-@torch.inference_mode()
-def interleaved_latency_ms(models: Mapping[str, nn.Module], batch_size: int = 1, rounds: int = 10,
-                           calls: int = 5, warmup: int = 2, seed: int = 0) -> Dict[str, float]:
-    """Median CPU time in ms of one forward pass of each model on the same random batch ``[batch_size, 1, 28,
-    28]``, timed in ``rounds``: each round gives every model ``warmup`` untimed calls (its weights back in the
-    cache, as for a model that serves requests one after another) and then ``calls`` timed ones. A change in the
-    machine's load (another process, frequency scaling) then affects all models alike instead of whichever
-    happened to be measured at that moment."""
-    if not models:
-        raise ValueError("models must name at least one model, got an empty mapping")
-    if batch_size < 1 or rounds < 1 or calls < 1 or warmup < 0:
-        raise ValueError(f"batch_size, rounds and calls must be >= 1 and warmup >= 0, got batch_size={batch_size}, "
-                         f"rounds={rounds}, calls={calls}, warmup={warmup}")
-    x = torch.randn(batch_size, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
-    times: Dict[str, List[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in models.items():
-            model.eval()
-            for _ in range(warmup):
-                model(x)
-            for _ in range(calls):
-                start = time.perf_counter()
-                model(x)
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def measure(model: nn.Module, test_loader, batch_sizes: Iterable[int] = (1, 256), repeats: int = 30,

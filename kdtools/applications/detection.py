@@ -465,7 +465,7 @@ def build_detection_study(n_train: int = 2000, n_valid: int = 300, n_test: int =
     arms (scratch, LD and feature imitation with the chosen settings, both) for every seed. Returns the last
     epoch's weights of every arm's first-seed student (``"<arm>/<parameter>"``) and, as ``info``, every run's
     history and test mAP."""
-    from ..zoo.artifacts import grouped_states
+    from ..zoo.artifacts import first_seed_states
 
     candidates = {**LD_CANDIDATES, **FEATURE_CANDIDATES}
     sweep = run_student_jobs(candidates, list(seeds)[:1], n_train, n_valid, 0, epochs, workers)
@@ -474,12 +474,7 @@ def build_detection_study(n_train: int = 2000, n_valid: int = 300, n_test: int =
     arms = {"scratch": {}, "LD": chosen_ld["options"], "feature imitation": chosen_features["options"],
             "LD + feature imitation": {**chosen_ld["options"], **chosen_features["options"]}}
     runs = run_student_jobs(arms, list(seeds), n_train, n_valid, n_test, epochs, workers)
-    first_seed_states = {}
-    for r in runs:
-        state = r.pop("state")  # weights never go into the JSON record; the first seed's are stored as tensors
-        if r["seed"] == seeds[0]:
-            first_seed_states[r["arm"]] = state
-    tensors = grouped_states(first_seed_states)
+    tensors = first_seed_states(runs, seeds[0])
     info = {"sweep": sweep, "chosen": {"LD": chosen_ld["arm"], "feature imitation": chosen_features["arm"]},
             "arms": arms, "runs": runs, "n_train": n_train, "n_valid": n_valid, "n_test": n_test, "epochs": epochs,
             "seeds": list(seeds), "student_width": STUDENT_WIDTH}

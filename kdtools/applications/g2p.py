@@ -384,7 +384,7 @@ def build_g2p_study(n_train: int = 10_000, n_valid: int = 500, n_test: int = 200
     every seed. Returns the first seed's students (``"<arm>/<parameter>"``) and, as ``info``, every run's
     history and test error rates (greedy and beam) and the teacher's targets."""
     from ..runtime import map_in_processes
-    from ..zoo.artifacts import grouped_states
+    from ..zoo.artifacts import first_seed_states
 
     torch.set_num_threads(1)
     teacher = load_g2p_teacher()
@@ -396,12 +396,7 @@ def build_g2p_study(n_train: int = 10_000, n_valid: int = 500, n_test: int = 200
     alpha = min(sweep, key=lambda r: r["history"]["valid_PER"][-1])["alpha"]
     runs = map_in_processes(_g2p_student_job, [dict(common, arm=arm, seed=s, alpha=alpha, n_test=n_test)
                                                for arm in G2P_ARMS for s in seeds], workers)
-    first_seed_states = {}
-    for r in runs:
-        state = r.pop("state")  # weights never go into the JSON record; the first seed's are stored as tensors
-        if r["seed"] == seeds[0]:
-            first_seed_states[r["arm"]] = state
-    tensors = grouped_states(first_seed_states)
+    tensors = first_seed_states(runs, seeds[0])
     info = {"teacher_targets": [" ".join(t) for t in targets], "sweep": sweep, "alpha": alpha, "runs": runs,
             "n_train": n_train, "n_valid": n_valid, "n_test": n_test, "epochs": epochs, "seeds": list(seeds),
             "beam": beam, "student_hidden": STUDENT_HIDDEN}

@@ -396,7 +396,7 @@ def build_reasoning_study(n_train: int = 6000, k: int = 4, temperature: float = 
     weight ``kd_weight``. Stores the samples (uint8 token ids), every run's record and the first seed's
     students."""
     from ..runtime import map_in_processes
-    from ..zoo.artifacts import grouped_states
+    from ..zoo.artifacts import first_seed_states
 
     torch.set_num_threads(1)
     teacher = load_reasoning_teacher()
@@ -416,15 +416,10 @@ def build_reasoning_study(n_train: int = 6000, k: int = 4, temperature: float = 
                  n_valid=n_valid, n_test=n_test, epochs=epochs, kd_weight=kd_weight) for arm in arms for s in seeds]
     jobs.sort(key=lambda job: -STUDENT_ARMS[job["arm"]][1])  # the longest runs first: the two workers end together
     runs = map_in_processes(_student_job, jobs, workers)
-    first_seed_states = {}
-    for r in runs:
-        state = r.pop("state")
-        if r["seed"] == seeds[0]:
-            first_seed_states[r["arm"]] = {key: v.half() for key, v in state.items()}
+    tensors = first_seed_states(runs, seeds[0], torch.float16)
     teacher_scores = {"in distribution": exact_match(teacher, make_problems("test", n_test)),
                       "longer carry chains": exact_match(teacher, make_problems("test", n_test, TRAIN_MAX_CHAIN + 1,
                                                                                 WIDTH))}
-    tensors = grouped_states(first_seed_states)
     tensors["samples"] = _pack(samples)
     info = {"n_train": n_train, "k": k, "temperature": temperature, "sample_seed": sample_seed,
             "yield": {"kept samples": int(answer_ok.sum()), "samples": answer_ok.numel(),
@@ -440,25 +435,22 @@ def build_reasoning_kd_arm(study: str = "addition-trace-students", arm: str = "r
     study's recipe is left alone, so its artefact stays as it was): every seed of ``arm``; ``(first seed's student,
     {"runs": ...})``."""
     from ..runtime import map_in_processes
-    from ..zoo.artifacts import grouped_states, load_artifact
+    from ..zoo.artifacts import first_seed_states, load_artifact
 
     torch.set_num_threads(1)
     tensors, entry = load_artifact(study)
     info = entry["info"]
     samples = [[decode(row) for row in problem] for problem in tensors["samples"].long()]
     problems = make_problems("train", info["n_train"])
-    kept = [(p, next(t for t in row if verify(*p, t)["answer_ok"])) for p, row in zip(problems, samples)
-            if any(verify(*p, t)["answer_ok"] for t in row)]
+    verified = [[t for t in row if verify(*p, t)["answer_ok"]] for p, row in zip(problems, samples)]
+    kept = [(p, ok[0]) for p, ok in zip(problems, verified) if ok]
     if STUDENT_ARMS[arm][0] != "first kept sample":
         raise ValueError(f"arm must train on the kept samples, got {arm!r}")
     jobs = [dict(arm=arm, seed=s, problems=[p for p, _ in kept], completions=[t for _, t in kept],
                  n_valid=info["n_valid"], n_test=info["n_test"], epochs=info["epochs"], kd_weight=info["kd_weight"])
             for s in info["seeds"]]
     runs = map_in_processes(_student_job, jobs, workers)
-    first = next(r for r in runs if r["seed"] == info["seeds"][0])["state"]
-    for r in runs:
-        r.pop("state")
-    return grouped_states({arm: {k: v.half() for k, v in first.items()}}), {
+    return first_seed_states(runs, info["seeds"][0], torch.float16), {
         "study": study, "arm": arm, "runs": runs, "kd_weight": info["kd_weight"], "student": STUDENT}
 
 

@@ -17,7 +17,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -179,6 +179,18 @@ def grouped_states(states: Dict[str, Dict[str, torch.Tensor]]) -> Dict[str, torc
     """Several networks' state dicts as one artefact's tensors, ``"<group>/<parameter>"``; undone by
     :func:`load_networks`."""
     return {f"{group}/{k}": v for group, state in states.items() for k, v in state.items()}
+
+
+def first_seed_states(runs: List[dict], seed: int, dtype: Optional[torch.dtype] = None) -> Dict[str, torch.Tensor]:
+    """The tensors of a comparison artefact: every run's ``"state"`` is popped (weights never go into the JSON
+    record), and the runs of ``seed`` are kept, one group per ``run["arm"]`` (see :func:`grouped_states`),
+    converted to ``dtype`` when given (e.g. ``torch.float16`` to halve the file)."""
+    states = {}
+    for run in runs:
+        state = run.pop("state")
+        if run["seed"] == seed:
+            states[run["arm"]] = state if dtype is None else {k: v.to(dtype) for k, v in state.items()}
+    return grouped_states(states)
 
 
 def load_networks(name: str, build, checkpoint_dir: Path = CHECKPOINTS, manifest_path: Path = ARTIFACT_MANIFEST):
