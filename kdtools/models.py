@@ -117,10 +117,13 @@ class CifarResNet(nn.Module):
     ``resnet8x4`` / ``resnet32x4`` (widths 32-64-128-256) are the benchmark's canonical student / teacher pair;
     with 100 classes they have 1.23 M and 7.43 M parameters, as the CRD paper lists. Initialisation as theirs:
     Kaiming normal (fan-out) for convolutions, BN weights 1 and biases 0, PyTorch's default for the head.
-    Named parts ``stem, layer1, layer2, layer3, pool, fc`` for hooks (``layer3`` gives the 8x8 feature map).
+    Named parts ``stem, stage1, stage2, stage3, pool, embedding, head`` for hooks (``stage3`` gives the 8x8
+    feature map, ``embedding`` the pooled vector), the names :class:`SmallCNN` uses, so every method of
+    :mod:`kdtools.protocol` hooks the same layer names on both families.
     Where theirs differs: a fixed ``AvgPool2d(8)`` instead of global average pooling (the same on 32x32 inputs),
-    ``forward(x, is_feat=True)`` returning features (here: hooks, :mod:`kdtools.features`), and 10 classes by
-    default (here 100, the benchmark's).
+    ``forward(x, is_feat=True)`` returning features (here: hooks, :mod:`kdtools.features`), the names
+    ``layer1-3`` and ``fc`` (here ``stage1-3`` and ``head``), and 10 classes by default (here 100, the
+    benchmark's).
     """
 
     def __init__(self, depth: int = 32, widths: Sequence[int] = (16, 16, 32, 64), num_classes: int = 100):
@@ -139,9 +142,10 @@ class CifarResNet(nn.Module):
             for i in range(blocks):
                 layers.append(BasicBlock(channels, width, stride if i == 0 else 1))
                 channels = width
-            self.add_module(f"layer{stage}", nn.Sequential(*layers))
+            self.add_module(f"stage{stage}", nn.Sequential(*layers))
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(channels, num_classes)
+        self.embedding = nn.Identity()  # a named hook point for the pooled feature vector
+        self.head = nn.Linear(channels, num_classes)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -152,7 +156,7 @@ class CifarResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"x must be a batch of RGB images [B, 3, H, W], got shape {list(x.shape)}")
-        return self.fc(self.pool(self.layer3(self.layer2(self.layer1(self.stem(x))))))
+        return self.head(self.embedding(self.pool(self.stage3(self.stage2(self.stage1(self.stem(x)))))))
 
 
 # Named architectures used across the course; notebooks and the zoo build models by name.

@@ -32,7 +32,7 @@ from .features import extract
 from .losses import ConvRegressor, _checks, at_loss, dkd_loss, dkd_terms, dkd_warmup_factor, hint_loss, nst_loss
 from .models import build_model
 from .runtime import is_smoke, map_in_processes, seed_everything
-from .train import History, Step, cross_entropy_term, fit, kd_term
+from .train import History, Step, cross_entropy_term, fit, frozen, kd_term
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,11 @@ class Method:
     pretrain: an optional first stage, ``pretrain(student, teacher, train_loader, protocol, seed)``, run
         by :func:`run` before the main training (e.g. FitNets' hint stage, FSP's stage 1). Whatever budget
         it spends is on top of ``protocol.epochs``; the lesson that uses one says so.
+    teacher_stage: an optional stage that trains the network the main stage distils from,
+        ``teacher_stage(teacher, train_loader, protocol, seed) -> nn.Module`` (``teacher`` is the protocol's
+        teacher when ``uses_teacher``, else ``None``): BAN's generation 0, TA's assistant. :func:`run` runs it
+        without moving the seeded random state and distils from the (frozen) network it returns; its budget
+        is on top of ``protocol.epochs``.
     """
 
     terms: Mapping
@@ -92,6 +97,7 @@ class Method:
     extra_modules: Sequence[nn.Module] = ()
     uses_teacher: bool = True
     pretrain: Optional[Callable[..., object]] = None
+    teacher_stage: Optional[Callable[..., nn.Module]] = None
 
 
 MethodFactory = Callable[[Protocol], Method]
@@ -1211,14 +1217,18 @@ def _train(method, seed: int, protocol: Protocol, data: Tuple[TensorLoader, Tens
     if spec.uses_teacher and teacher is None:
         teacher = _zoo_teacher(protocol.teacher)
     train_loader, test_loader = data
+    if spec.teacher_stage is not None:
+        with torch.random.fork_rng():
+            teacher = frozen(spec.teacher_stage(teacher if spec.uses_teacher else None, train_loader, protocol, seed))
+    distils = spec.uses_teacher or spec.teacher_stage is not None
     if spec.pretrain is not None:
         spec.pretrain(student, teacher, train_loader, protocol, seed)
     history = fit(student, train_loader, test_loader, epochs=protocol.epochs, terms=spec.terms,
-                  teacher=teacher if spec.uses_teacher else None, student_layers=spec.student_layers,
+                  teacher=teacher if distils else None, student_layers=spec.student_layers,
                   teacher_layers=spec.teacher_layers, extra_modules=spec.extra_modules,
                   optimizer=protocol.optimizer, lr=protocol.lr, momentum=protocol.momentum,
                   weight_decay=protocol.weight_decay, schedule=protocol.schedule,
-                  cache_teacher_logits=spec.uses_teacher, device=device, seed=seed, progress=progress)
+                  cache_teacher_logits=distils, device=device, seed=seed, progress=progress)
     return history, student
 
 

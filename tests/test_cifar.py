@@ -49,7 +49,7 @@ def test_a_stand_in_batch_trains_the_canonical_student(tmp_path):
     model = build_model("resnet8x4")
     loss = torch.nn.functional.cross_entropy(model(data.images), data.labels)
     loss.backward()
-    assert torch.isfinite(loss) and model.fc.weight.grad is not None
+    assert torch.isfinite(loss) and model.head.weight.grad is not None
 
 
 def test_random_crop_flip_is_a_padded_crop_or_its_mirror():

@@ -47,9 +47,9 @@ def test_cifar_resnet_feature_maps_through_hooks():
     from kdtools.features import FeatureExtractor
 
     model = build_model("resnet8x4").eval()
-    with FeatureExtractor(model, ["layer1", "layer2", "layer3", "pool"]) as features:
+    with FeatureExtractor(model, ["stage1", "stage2", "stage3", "embedding"]) as features:
         model(torch.randn(2, 3, 32, 32))
-    assert [tuple(features[k].shape) for k in ("layer1", "layer2", "layer3", "pool")] == [
+    assert [tuple(features[k].shape) for k in ("stage1", "stage2", "stage3", "embedding")] == [
         (2, 64, 32, 32), (2, 128, 16, 16), (2, 256, 8, 8), (2, 256)]
 
 
