@@ -11,7 +11,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 
@@ -254,10 +254,16 @@ class TensorLoader:
     looked up. Shuffling uses its own generator seeded with ``seed + epoch``, which makes every epoch's
     order reproducible and independent of any other random call. ``augment`` (e.g. :func:`random_shift`)
     is applied to each batch with a generator derived from the same seed.
+
+    ``shard=(rank, world_size)`` (distributed training): ``batch_size`` is the *global* batch; every process
+    draws the same order and augmentation, and yields its contiguous slice of each global batch
+    (``torch.tensor_split`` into ``world_size`` parts), so the slices in rank order are exactly the batches of
+    one process without ``shard``. ``last_global_rows`` is the size of the global batch last yielded.
     """
 
     def __init__(self, data: TensorData, batch_size: int = 128, shuffle: bool = False, seed: int = 0,
-                 drop_last: bool = False, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None):
+                 drop_last: bool = False, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+                 shard: Tuple[int, int] | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.data = data
@@ -267,6 +273,22 @@ class TensorLoader:
         self.drop_last = drop_last
         self.augment = augment
         self.epoch = 0
+        self.shard = None if shard is None else self._check_shard(shard)
+        self.last_global_rows = 0
+
+    def _check_shard(self, shard) -> Tuple[int, int]:
+        if (not isinstance(shard, (tuple, list)) or len(shard) != 2
+                or not all(isinstance(v, int) for v in shard) or not 0 <= shard[0] < shard[1]):
+            raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard!r}")
+        world = shard[1]
+        if self.batch_size < world:
+            raise ValueError(f"the global batch_size {self.batch_size} is smaller than world_size {world}: "
+                             f"every process needs at least one example per step")
+        tail = len(self.data) % self.batch_size
+        if tail and not self.drop_last and tail < world:
+            raise ValueError(f"the last global batch has {tail} examples ({len(self.data)} % {self.batch_size}), "
+                             f"fewer than world_size {world}: pass drop_last=True or another batch_size")
+        return tuple(shard)
 
     def __len__(self) -> int:
         n = len(self.data)
@@ -282,7 +304,13 @@ class TensorLoader:
             images = self.data.images[idx]
             if self.augment is not None:
                 images = self.augment(images, gen)
-            yield images, self.data.labels[idx], idx
+            labels = self.data.labels[idx]
+            self.last_global_rows = len(idx)
+            if self.shard is not None:
+                rank, world = self.shard
+                rows = torch.tensor_split(torch.arange(len(idx)), world)[rank]
+                images, labels, idx = images[rows], labels[rows], idx[rows]
+            yield images, labels, idx
 
 
 def random_shift(max_shift: int = 2) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:

@@ -6,7 +6,7 @@ nothing here returns features or needs editing for a distillation method.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -126,6 +126,8 @@ class CifarResNet(nn.Module):
     benchmark's).
     """
 
+    input_shape = (3, 32, 32)
+
     def __init__(self, depth: int = 32, widths: Sequence[int] = (16, 16, 32, 64), num_classes: int = 100):
         super().__init__()
         if depth < 8 or (depth - 2) % 6 != 0:
@@ -184,6 +186,14 @@ ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {
 #: the architectures of :data:`ARCHITECTURES` that take 32x32 RGB images (CIFAR) and default to 100 classes;
 #: every other one takes 28x28 single-channel images (MNIST) and defaults to 10
 CIFAR_ARCHITECTURES = frozenset(name for name in ARCHITECTURES if name.startswith("resnet"))
+
+
+def input_shape(model: Union[str, nn.Module]) -> Tuple[int, int, int]:
+    """The ``(C, H, W)`` of one input image of ``model`` (an architecture name or a network): 32x32 RGB for
+    the CIFAR ResNets, a 28x28 MNIST digit otherwise."""
+    if isinstance(model, str):
+        return (3, 32, 32) if model in CIFAR_ARCHITECTURES else (1, 28, 28)
+    return tuple(getattr(model, "input_shape", (1, 28, 28)))
 
 
 def build_model(name: str, **kwargs) -> nn.Module:

@@ -30,7 +30,7 @@ from . import zoo
 from .data import TensorLoader, load_mnist, stratified_subset
 from .features import extract
 from .losses import ConvRegressor, _checks, at_loss, dkd_loss, dkd_terms, dkd_warmup_factor, hint_loss, nst_loss
-from .models import build_model
+from .models import build_model, input_shape
 from .runtime import is_smoke, map_in_processes, seed_everything
 from .train import History, Step, cross_entropy_term, fit, frozen, kd_term
 
@@ -56,16 +56,33 @@ class Protocol:
     # a fixed stratified 2,000-image test subset, the same for every arm: evaluating every epoch on all
     # 10,000 images would cost 3x the training itself for this tiny student; None uses the full test set
     test_per_class: Optional[int] = 200
+    # "mnist" or "cifar100" (:data:`DATASET_CLASSES`); CIFAR-100 trains on random crops and flips, as its papers do
+    dataset: str = "mnist"
+    # the folder holding the data set (default: KDTOOLS_DATA, as every loader of the course)
+    data_root: Optional[str] = None
 
     def smoke(self) -> "Protocol":
         """The same protocol shrunk for ``KDTOOLS_SMOKE=1``: 10 images per class, 1 epoch, 2 seeds."""
         return replace(self, train_per_class=10, epochs=1, seeds=self.seeds[:2])
 
+    @property
+    def classes(self) -> int:
+        return DATASET_CLASSES[self.dataset]
+
     def describe(self) -> str:
-        return (f"teacher {self.teacher}, student {self.student}, {self.train_per_class * 10} training images "
+        return (f"{'' if self.dataset == 'mnist' else self.dataset + ', '}"
+                f"teacher {self.teacher}, student {self.student}, {self.train_per_class * self.classes} training images "
                 f"({self.train_per_class}/class), {self.epochs} epochs, {self.optimizer.upper()} lr {self.lr} "
                 f"{self.schedule}, batch {self.batch_size}, weight decay {self.weight_decay}, seeds {list(self.seeds)}, "
-                f"test set {'all 10,000 images' if self.test_per_class is None else f'{self.test_per_class * 10:,} images'}")
+                f"test set {'all 10,000 images' if self.test_per_class is None else f'{self.test_per_class * self.classes:,} images'}")
+
+    def __post_init__(self):
+        if self.dataset not in DATASET_CLASSES:
+            raise ValueError(f"dataset must be one of {', '.join(DATASET_CLASSES)}, got {self.dataset!r}")
+
+
+#: the data sets a protocol can train on, and their number of classes
+DATASET_CLASSES: Dict[str, int] = {"mnist": 10, "cifar100": 100}
 
 
 SHARED_PROTOCOL = Protocol()
@@ -273,10 +290,11 @@ FEATURE_LOSSES: Dict[str, Callable[..., torch.Tensor]] = {"hint": hint_loss, "at
 STAGE_PAIRS: Tuple[Tuple[str, str], ...] = (("stage1", "stage1"), ("stage2", "stage2"), ("stage3", "stage3"))
 
 
-def layer_shapes(model: nn.Module, layers: Sequence[str], image_shape: Tuple[int, ...] = (1, 28, 28)
+def layer_shapes(model: nn.Module, layers: Sequence[str], image_shape: Optional[Tuple[int, ...]] = None
                  ) -> Dict[str, Tuple[int, ...]]:
-    """The ``(C, H, W)`` output shape of each named layer of ``model`` for one input image."""
-    outputs = extract(model, layers, torch.zeros(2, *image_shape))
+    """The ``(C, H, W)`` output shape of each named layer of ``model`` for one input image (of
+    :func:`kdtools.models.input_shape` by default)."""
+    outputs = extract(model, layers, torch.zeros(2, *(image_shape or input_shape(model))))
     return {name: tuple(output.shape[1:]) for name, output in outputs.items()}
 
 
@@ -763,10 +781,11 @@ def fsp_matrices(model: nn.Module, images: torch.Tensor, pairs: Sequence[Tuple[s
 
 
 def fsp_shapes(model: nn.Module, pairs: Sequence[Tuple[str, str]] = FSP_PAIRS,
-               image_shape: Tuple[int, ...] = (1, 28, 28)) -> List[Tuple[int, int]]:
-    """The ``(m, n)`` shape of each pair's FSP matrix in ``model``."""
+               image_shape: Optional[Tuple[int, ...]] = None) -> List[Tuple[int, int]]:
+    """The ``(m, n)`` shape of each pair's FSP matrix in ``model`` (inputs of :func:`~kdtools.models.input_shape`)."""
     with torch.random.fork_rng():
-        return [tuple(g.shape[1:]) for g in fsp_matrices(model, torch.zeros(2, *image_shape), pairs)]
+        images = torch.zeros(2, *(image_shape or input_shape(model)))
+        return [tuple(g.shape[1:]) for g in fsp_matrices(model, images, pairs)]
 
 
 def check_fsp_compatible(student: nn.Module, teacher: nn.Module, pairs: Sequence[Tuple[str, str]] = FSP_PAIRS,
@@ -807,8 +826,9 @@ def fsp_stage(student: nn.Module, teacher: nn.Module, train_loader: TensorLoader
     check_fsp_compatible(student, teacher, pairs)
     layers = _fsp_layers(student, pairs)
     teacher_layers = _fsp_layers(teacher, pairs)
-    images = train_loader.data.images
-    cached = _teacher_maps(teacher, teacher_layers, images)
+    # augmented batches differ every epoch: the teacher then sees each batch, else its maps are computed once
+    augmented = getattr(train_loader, "augment", None) is not None
+    cached = None if augmented else _teacher_maps(teacher, teacher_layers, train_loader.data.images)
     held_out_teacher = _teacher_maps(teacher, teacher_layers, held_out) if held_out is not None else None
     params = [p for p in student.parameters() if p.requires_grad]
     opt = OPTIMIZERS[optimizer](params, lr, weight_decay, momentum)
@@ -826,7 +846,9 @@ def fsp_stage(student: nn.Module, teacher: nn.Module, train_loader: TensorLoader
         student.train()
         total, seen = 0.0, 0
         for batch_images, _labels, index in train_loader:
-            loss = loss_on(batch_images, {name: maps[index] for name, maps in cached.items()})
+            maps = (_teacher_maps(teacher, teacher_layers, batch_images) if cached is None
+                    else {name: maps[index] for name, maps in cached.items()})
+            loss = loss_on(batch_images, maps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -1061,7 +1083,7 @@ class CRDArm:
     kd_weight: float = 0.0
     negative_fraction: float = CRD_PAPER_FRACTION
     student_layer: str = EMBEDDING_LAYER
-    teachers: Tuple[Tuple[str, str], ...] = (("mnist-cnn-teacher", EMBEDDING_LAYER),)
+    teachers: Optional[Tuple[Tuple[str, str], ...]] = None  # None: the protocol's teacher, at EMBEDDING_LAYER
     temperature: float = CRD_TEMPERATURE
     feat_dim: int = CRD_FEAT_DIM
     momentum: float = CRD_MOMENTUM
@@ -1069,24 +1091,25 @@ class CRDArm:
     def __post_init__(self):
         _checks.check_positive(self.weight, "weight")
         _checks.check_positive(self.negative_fraction, "negative_fraction")
-        if not self.teachers or any(len(t) != 2 for t in self.teachers):
+        if self.teachers is not None and (not self.teachers or any(len(t) != 2 for t in self.teachers)):
             raise ValueError(f"teachers must be a non-empty tuple of (zoo name, layer) pairs, got {self.teachers!r}")
 
     def __call__(self, protocol: Protocol) -> Method:
-        if self.teachers[0][0] != protocol.teacher:
+        teachers = self.teachers or ((protocol.teacher, EMBEDDING_LAYER),)
+        if teachers[0][0] != protocol.teacher:
             raise ValueError(f"the first of teachers must be the protocol's teacher {protocol.teacher!r}, "
-                             f"got {self.teachers[0][0]!r}")
+                             f"got {teachers[0][0]!r}")
         student_dim = _flat_size(_architecture_shapes(protocol.student, [self.student_layer])[self.student_layer])
-        n_data = protocol.train_per_class * 10
+        n_data = protocol.train_per_class * protocol.classes
         terms = {"ce": (CE_WEIGHT, cross_entropy_term)}
         losses = []
-        for i, (name, layer) in enumerate(self.teachers):
+        for i, (name, layer) in enumerate(teachers):
             teacher_dim = _flat_size(layer_shapes(_zoo_teacher(name), [layer])[layer])
             loss = _CRDLoss(student_dim, teacher_dim, n_data, feat_dim=self.feat_dim,
                             n_negatives=crd_negatives(n_data, self.negative_fraction),
                             temperature=self.temperature, momentum=self.momentum)
             source = {"teacher_layer": layer} if i == 0 else {"teacher_features": ZooTeacherFeatures(name, layer)}
-            key = "crd" if len(self.teachers) == 1 else f"crd {name}"
+            key = "crd" if len(teachers) == 1 else f"crd {name}"
             terms[key] = (self.weight, crd_term(loss, self.student_layer, **source))
             losses.append(loss)
         if self.kd_weight:
@@ -1096,7 +1119,7 @@ class CRDArm:
             for loss in losses:
                 fit_memory(loss, len(train_loader.data), self.negative_fraction)
 
-        return Method(terms, student_layers=(self.student_layer,), teacher_layers=(self.teachers[0][1],),
+        return Method(terms, student_layers=(self.student_layer,), teacher_layers=(teachers[0][1],),
                       extra_modules=tuple(losses), pretrain=size_memory)
 
 
@@ -1166,26 +1189,48 @@ register("CE + CRD, 3 teachers", CRDArm(teachers=CRD_ENSEMBLE), baseline="CE + C
 # ---- end of teacher assistants
 
 
+def _load_split(dataset: str, train: bool, root: Optional[str]):
+    if dataset == "cifar100":
+        from .cifar import load_cifar100
+        return load_cifar100(train, root)
+    return load_mnist(train, root)
+
+
 @functools.lru_cache(maxsize=4)
-def _protocol_data(train_per_class: int, data_seed: int, test_per_class: Optional[int]):
+def _protocol_data(train_per_class: int, data_seed: int, test_per_class: Optional[int], dataset: str = "mnist",
+                   data_root: Optional[str] = None):
     # every method and seed of a notebook uses the same subsets: decode and select them once
-    train = load_mnist(True)
+    train = _load_split(dataset, True, data_root)
     train = train.subset(stratified_subset(train.labels, per_class=train_per_class, seed=data_seed))
-    test = load_mnist(False)
+    test = _load_split(dataset, False, data_root)
     if test_per_class is not None:
         test = test.subset(stratified_subset(test.labels, per_class=test_per_class, seed=data_seed))
     return train, test
 
 
-def loaders(protocol: Protocol, seed: int) -> Tuple[TensorLoader, TensorLoader]:
-    """The protocol's training subset (fixed by ``data_seed``) shuffled by ``seed``, and the test set."""
-    train, test = _protocol_data(protocol.train_per_class, protocol.data_seed, protocol.test_per_class)
-    return TensorLoader(train, protocol.batch_size, shuffle=True, seed=seed), TensorLoader(test, 1000)
+def protocol_data(protocol: Protocol):
+    """``(train, test)`` :class:`~kdtools.data.TensorData` of the protocol (its subsets, decoded once per process)."""
+    return _protocol_data(protocol.train_per_class, protocol.data_seed, protocol.test_per_class, protocol.dataset,
+                          protocol.data_root)
+
+
+def loaders(protocol: Protocol, seed: int, shard: Optional[Tuple[int, int]] = None
+            ) -> Tuple[TensorLoader, TensorLoader]:
+    """The protocol's training subset (fixed by ``data_seed``) shuffled by ``seed``, and the test set. CIFAR-100
+    is augmented with :func:`kdtools.cifar.random_crop_flip`. ``shard=(rank, world_size)``: this process's
+    slice of every global batch (distributed training; :class:`~kdtools.data.TensorLoader`)."""
+    train, test = protocol_data(protocol)
+    augment = None
+    if protocol.dataset == "cifar100":
+        from .cifar import random_crop_flip
+        augment = random_crop_flip()
+    return (TensorLoader(train, protocol.batch_size, shuffle=True, seed=seed, augment=augment, shard=shard),
+            TensorLoader(test, 1000))
 
 
 def test_images(protocol: Protocol) -> int:
     """The size of the protocol's test set."""
-    return 10_000 if protocol.test_per_class is None else protocol.test_per_class * 10
+    return 10_000 if protocol.test_per_class is None else protocol.test_per_class * protocol.classes
 
 
 @functools.lru_cache(maxsize=2)
@@ -1193,7 +1238,26 @@ def _zoo_teacher(name: str) -> nn.Module:
     # building the network before its weights are loaded draws random numbers: loading must not move the
     # seeded state, or a regressor built after it would depend on whether the teacher was loaded before
     with torch.random.fork_rng():
+        if name.endswith(".pt"):  # a network the runner trained and saved (python -m kdtools.run --save-model)
+            return load_trained(name)
         return zoo.load(name)
+
+
+def load_trained(path: str) -> nn.Module:
+    """A network saved by ``python -m kdtools.run --save-model`` (``{"architecture", "state_dict"}``), in eval
+    mode: e.g. a CIFAR-100 teacher trained with ``--method ce --student resnet32x4``."""
+    import os
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no trained network at {path!r}: train one with `python -m kdtools.run --method "
+                                f"ce --student ARCH --save-model` or name a kdtools.zoo model")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or "architecture" not in saved or "state_dict" not in saved:
+        raise ValueError(f"{path!r} is not a network saved by kdtools.run (expected the keys architecture and "
+                         f"state_dict)")
+    model = build_model(saved["architecture"], **saved.get("options", {}))
+    model.load_state_dict(saved["state_dict"])
+    return model.eval()
 
 
 def run(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protocol] = None,
@@ -1208,12 +1272,17 @@ def run(method: Union[str, MethodFactory], seed: int, protocol: Optional[Protoco
 
 
 def _train(method, seed: int, protocol: Protocol, data: Tuple[TensorLoader, TensorLoader],
-           teacher: Optional[nn.Module] = None, device=None, progress: bool = False):
-    """The one training run behind :func:`run` and :func:`run_validation`: ``(History, student)``."""
+           teacher: Optional[nn.Module] = None, device=None, progress: bool = False, built: Optional[list] = None,
+           **fit_options):
+    """The one training run behind :func:`run`, :func:`run_validation` and ``python -m kdtools.run``:
+    ``(History, student)``. ``fit_options`` go to :func:`~kdtools.train.fit` (``distributed``, ``checkpoint``,
+    ``resume``, ``desc``); ``built``, a list, receives the :class:`Method` built for the run."""
     factory = _factory(method)
     seed_everything(seed)
     student = build_model(protocol.student)
     spec = factory(protocol)  # built after seeding: its trainable modules are reproducible too
+    if built is not None:
+        built.append(spec)
     if spec.uses_teacher and teacher is None:
         teacher = _zoo_teacher(protocol.teacher)
     train_loader, test_loader = data
@@ -1228,7 +1297,8 @@ def _train(method, seed: int, protocol: Protocol, data: Tuple[TensorLoader, Tens
                   teacher_layers=spec.teacher_layers, extra_modules=spec.extra_modules,
                   optimizer=protocol.optimizer, lr=protocol.lr, momentum=protocol.momentum,
                   weight_decay=protocol.weight_decay, schedule=protocol.schedule,
-                  cache_teacher_logits=distils, device=device, seed=seed, progress=progress)
+                  cache_teacher_logits=distils and train_loader.augment is None, device=device, seed=seed,
+                  progress=progress, **fit_options)
     return history, student
 
 

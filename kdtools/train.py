@@ -172,6 +172,9 @@ def evaluate(model: nn.Module, loader, device=None) -> float:
 OPTIMIZERS: Dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": lambda params, lr, weight_decay, momentum: torch.optim.SGD(
         params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0),
+    # classical (heavy-ball) momentum, as the CRD and DKD code bases train on CIFAR-100
+    "sgd-classical": lambda params, lr, weight_decay, momentum: torch.optim.SGD(
+        params, lr=lr, momentum=momentum, weight_decay=weight_decay),
     "adam": lambda params, lr, weight_decay, momentum: torch.optim.Adam(params, lr=lr, weight_decay=weight_decay),
     "adamw": lambda params, lr, weight_decay, momentum: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay),
 }
@@ -180,6 +183,9 @@ SCHEDULES: Dict[str, Callable[[int, int], float]] = {
     # multiplier of the base learning rate at (0-based) epoch e of n
     "constant": lambda e, n: 1.0,
     "cosine": lambda e, n: 0.5 * (1.0 + math.cos(math.pi * e / n)),
+    # the CRD / DKD CIFAR-100 recipe (kdtools.recipes.CRD_CIFAR100): x0.1 after epochs 150, 180 and 210 of 240,
+    # i.e. after 5/8, 3/4 and 7/8 of any budget (1-based epoch e + 1 past a boundary)
+    "crd-steps": lambda e, n: 0.1 ** sum(e + 1 > round(n * b / 240) for b in (150, 180, 210)),
 }
 
 
@@ -226,9 +232,11 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
         terms: Optional[Mapping[str, Union[LossTerm, Tuple[Weight, LossTerm]]]] = None,
         teacher: Optional[nn.Module] = None, student_layers: Sequence[str] = (), teacher_layers: Sequence[str] = (),
         extra_modules: Iterable[nn.Module] = (), optimizer: str = "sgd", lr: float = 0.05, momentum: float = 0.9,
-        weight_decay: float = 5e-4, schedule: str = "cosine", max_norm: Optional[float] = None,
-        cache_teacher_logits: bool = False, device=None, seed: Optional[int] = None, progress: bool = True,
-        desc: str = "") -> History:
+        weight_decay: float = 5e-4, schedule: Union[str, Callable[[int, int], float]] = "cosine",
+        max_norm: Optional[float] = None, cache_teacher_logits: bool = False, device=None,
+        seed: Optional[int] = None, progress: bool = True, desc: str = "", distributed: bool = False,
+        checkpoint: Optional[Callable[[int, Callable[[], dict]], None]] = None,
+        resume: Optional[Mapping] = None) -> History:
     """Train ``model`` for ``epochs`` on a weighted sum of loss terms and return its :class:`History`.
 
     terms: ``{name: (weight, term)}`` (or ``{name: term}`` for weight 1); a weight may be a function of
@@ -245,6 +253,17 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
         every step. Valid only without augmentation; the features of every training image are kept in
         memory (e.g. 25 MB for a 32×14×14 map of 1,000 images), so cache small training sets only.
     seed: re-seeds torch before training (dropout, initialisation of lazily built parts).
+    schedule: a name of :data:`SCHEDULES` or a function ``(0-based epoch, epochs) -> multiplier of lr``.
+    distributed: train with ``DistributedDataParallel`` inside the process group ``torchrun`` started
+        (:mod:`kdtools.distributed`). ``train_loader`` must be a :class:`~kdtools.data.TensorLoader` with
+        ``shard=(rank, world_size)``, whose ``batch_size`` is the global batch. ``model``'s and
+        ``extra_modules``' ``BatchNorm2d`` layers become :class:`~kdtools.distributed.GlobalBatchNorm` (in
+        place), each rank's loss is weighted by its share of the global batch and the logged losses are
+        global means, so the run equals one process with the same global batch, up to float rounding.
+        Evaluate on one rank only (pass ``test_loader`` there, ``None`` elsewhere).
+    checkpoint: ``checkpoint(epochs_done, state)`` after every epoch; ``state()`` returns everything
+        ``resume`` needs (weights, optimiser, schedule, history, random state, the loader's epoch).
+    resume: such a state: training continues after its last epoch and ends as the uninterrupted run would.
 
     Raises :class:`NonFiniteLossError` (a ``FloatingPointError``) at the first step whose loss is nan or
     inf, before that step's update, naming the epoch, the step and every term's value.
@@ -253,8 +272,9 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
+    if not callable(schedule) and schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}, or a function "
+                         f"(epoch, epochs) -> multiplier")
     if max_norm is not None and not max_norm > 0:
         raise ValueError(f"max_norm must be a positive number or None, got {max_norm!r}")
     if teacher_layers and teacher is None:
@@ -268,9 +288,13 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
     for module in extra_modules:
         module.to(device)
     constrained = [m.weight for m in model.modules() if isinstance(m, nn.Linear)] if max_norm else []
+    forward, world = model, 1
+    if distributed:
+        forward, world = _data_parallel(model, extra_modules, train_loader, device)
     params = [p for m in [model, *extra_modules] for p in m.parameters() if p.requires_grad]
     opt = OPTIMIZERS[optimizer](params, lr, weight_decay, momentum)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: SCHEDULES[schedule](e, epochs))
+    multiplier = schedule if callable(schedule) else SCHEDULES[schedule]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: multiplier(e, epochs))
 
     cache = None
     if teacher is not None:
@@ -281,9 +305,17 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
     from tqdm.auto import tqdm
 
     history = History(term_loss={name: [] for name in terms})
+    first_epoch = 0
+    if resume is not None:
+        first_epoch = _restore(resume, model, extra_modules, opt, sched, history, train_loader, epochs)
+
+    def state() -> dict:
+        return _state(epoch + 1, model, extra_modules, opt, sched, history, train_loader)
+
     student_hooks = FeatureExtractor(model, student_layers) if student_layers else None
     teacher_hooks = FeatureExtractor(teacher, teacher_layers, detach=True) if teacher_layers and cache is None else None
-    bar = tqdm(range(epochs), desc=desc or "epochs", disable=not progress, leave=True)
+    bar = tqdm(range(first_epoch, epochs), desc=desc or "epochs", disable=not progress, leave=True,
+               initial=first_epoch, total=epochs)
     try:
         for hooks in (student_hooks, teacher_hooks):
             if hooks is not None:
@@ -306,7 +338,7 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
                     with torch.no_grad():
                         teacher_logits = teacher(images)
                     teacher_features = teacher_hooks.outputs if teacher_hooks else {}
-                logits = model(images)
+                logits = forward(images)
                 step = Step(images, labels, index, logits, teacher_logits,
                             student_hooks.outputs if student_hooks else {}, teacher_features, epoch)
                 values = {name: fn(step) for name, (_, fn) in terms.items()}
@@ -318,7 +350,10 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
                         loss_value, {name: (weights[name], value.item()) for name, value in values.items()},
                         opt.param_groups[0]["lr"]))
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                if world > 1:  # DDP averages the ranks' gradients: weight each by its share of the global batch
+                    (loss * (labels.shape[0] * world / train_loader.last_global_rows)).backward()
+                else:
+                    loss.backward()
                 opt.step()
                 if constrained:
                     with torch.no_grad():
@@ -330,6 +365,11 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
                 for name, value in values.items():
                     sums[name] += value.item() * n
             sched.step()
+            if world > 1:  # log global means, as one process would
+                from .distributed import all_reduce_sum
+                summed = all_reduce_sum(torch.tensor([total, seen, *sums.values()], dtype=torch.float64,
+                                                     device=device)).tolist()
+                total, seen, sums = summed[0], summed[1], dict(zip(sums, summed[2:]))
             history.train_loss.append(total / seen)
             for name in terms:
                 history.term_loss[name].append(sums[name] / seen)
@@ -338,6 +378,8 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
             history.epoch_seconds.append(time.perf_counter() - start)
             bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}",
                             acc=f"{history.last_acc:.2f}" if history.test_acc else "-")
+            if checkpoint is not None:
+                checkpoint(epoch + 1, state)
     finally:
         for hooks in (student_hooks, teacher_hooks):
             if hooks is not None:
@@ -345,6 +387,74 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
         bar.close()
     model.eval()
     return history
+
+
+class _Trainable(nn.Module):
+    """The model and the trainable helpers of its loss terms as one module, for DistributedDataParallel; its
+    forward is the model's (the helpers run inside the terms, and DDP still averages their gradients)."""
+
+    def __init__(self, model: nn.Module, extra_modules: Sequence[nn.Module]):
+        super().__init__()
+        self.model, self.extras = model, nn.ModuleList(extra_modules)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+
+def _data_parallel(model: nn.Module, extra_modules: Sequence[nn.Module], train_loader, device):
+    """``(forward, world_size)`` for :func:`fit`'s ``distributed=True``."""
+    from . import distributed as dist_tools
+
+    world = dist_tools.world_size()
+    shard = getattr(train_loader, "shard", None)
+    if world > 1 and shard != (dist_tools.rank(), world):
+        raise ValueError(f"distributed=True needs a TensorLoader with shard=(rank, world_size) = "
+                         f"({dist_tools.rank()}, {world}), got shard={shard!r}")
+    if world == 1:
+        return model, 1
+    for module in [model, *extra_modules]:
+        dist_tools.global_batch_norm(module)
+        module.to(device)
+    # each rank updates CRD's memory banks with every rank's rows itself: no buffer broadcast at every step
+    wrapped = torch.nn.parallel.DistributedDataParallel(
+        _Trainable(model, extra_modules), device_ids=[torch.cuda.current_device() if device.index is None else device.index]
+        if device.type == "cuda" else None,
+        broadcast_buffers=False)
+    return wrapped, world
+
+
+def _state(epochs_done: int, model, extra_modules, opt, sched, history: History, train_loader) -> dict:
+    return {"epochs_done": epochs_done, "model": model.state_dict(),
+            "extra_modules": [m.state_dict() for m in extra_modules], "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "history": history.to_dict(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "loader_epoch": getattr(train_loader, "epoch", None)}
+
+
+def _restore(state: Mapping, model, extra_modules, opt, sched, history: History, train_loader, epochs: int) -> int:
+    done = state.get("epochs_done")
+    if not isinstance(done, int) or not 0 < done <= epochs:
+        raise ValueError(f"resume state has epochs_done={done!r}; expected 1..{epochs} (epochs)")
+    if len(state["extra_modules"]) != len(extra_modules):
+        raise ValueError(f"resume state holds {len(state['extra_modules'])} extra modules, the run has "
+                         f"{len(extra_modules)}: it comes from another method")
+    model.load_state_dict(state["model"])
+    for module, saved in zip(extra_modules, state["extra_modules"]):
+        module.load_state_dict(saved)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    saved = state["history"]
+    history.train_loss[:] = saved["train_loss"]
+    history.test_acc[:] = saved["test_acc"]
+    history.epoch_seconds[:] = saved["epoch_seconds"]
+    for name in history.term_loss:
+        history.term_loss[name][:] = saved["term_loss"][name]
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if state["loader_epoch"] is not None:
+        train_loader.epoch = state["loader_epoch"]
+    return done
 
 
 # Runs that share a frozen teacher and a training set (the seeds and arms of a lesson) share its outputs:

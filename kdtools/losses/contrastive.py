@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import _checks
+from ..distributed import all_reduce_sum, gather_rows, is_distributed, row_offset
 
 __all__ = ["crd_nce_loss", "CRDLoss", "CRDQueueLoss"]
 
@@ -107,6 +108,12 @@ class CRDLoss(nn.Module):
     instead passes ``contrast_index`` with negatives drawn from other classes only. The teacher's
     features are detached, but its projection head is trained, as in the paper.
 
+    Distributed training (``torchrun``, :mod:`kdtools.distributed`): each rank holds a full copy of both banks
+    and sees its slice of the global batch. The batch's indices and detached embeddings are all-gathered, so
+    every rank writes every rank's rows and the copies stay equal; the negatives are drawn for the gathered
+    global batch with the same random draw on every rank (each keeps its rows) and Z from the scores of all
+    ranks, so the run equals one process with the whole batch (tested with two Gloo processes).
+
     Args:
         student_dim, teacher_dim: feature sizes (features are flattened to ``[B, dim]``).
         n_data: number of training samples (rows of the memory banks; ``index`` values).
@@ -165,8 +172,13 @@ class CRDLoss(nn.Module):
             bank = memory[contrast_index].to(anchor.dtype)  # [B, K+1, feat_dim], a constant
             dots = torch.bmm(bank, anchor.unsqueeze(2)).squeeze(2)
         scores = torch.exp(dots / self.temperature)
-        if float(z_buffer) < 0:  # the authors fix Z on the first batch
+        if float(z_buffer) < 0 and not is_distributed():  # the authors fix Z on the first batch
             z_buffer.fill_(float(scores.detach().mean()) * self.n_data)
+        elif float(z_buffer) < 0:  # ... the global first batch: every rank's scores
+            moments = all_reduce_sum(torch.stack([scores.detach().sum().double(),
+                                                  torch.tensor(float(scores.numel()), dtype=torch.float64,
+                                                               device=scores.device)]))
+            z_buffer.fill_(float(moments[0] / moments[1]) * self.n_data)
         return scores / z_buffer.to(anchor.dtype)
 
     @torch.no_grad()
@@ -179,13 +191,21 @@ class CRDLoss(nn.Module):
         _check_features(student_feat, teacher_feat, self.student_dim, self.teacher_dim)
         self._check_indices(index, contrast_index, student_feat.shape[0])
         index = index.long()
-        contrast_index = self.sample_contrast_index(index) if contrast_index is None else contrast_index.long()
+        # in a process group every rank sees its slice of the global batch; the banks stay one global bank:
+        # negatives are drawn for the gathered global batch (the same draw on every rank) and every rank writes
+        # every rank's rows, so the banks equal those of one process with the whole batch
+        global_index = gather_rows(index)
+        if contrast_index is None:
+            offset = row_offset(index.shape[0])
+            contrast_index = self.sample_contrast_index(global_index)[offset:offset + index.shape[0]]
+        else:
+            contrast_index = contrast_index.long()
         v_s = self.embed_student(student_feat)
         v_t = self.embed_teacher(teacher_feat.detach())
         scores_s = self._scores(v_s, self.memory_teacher, contrast_index, self.z_student)
         scores_t = self._scores(v_t, self.memory_student, contrast_index, self.z_teacher)
-        self._update_memory(self.memory_student, index, v_s)
-        self._update_memory(self.memory_teacher, index, v_t)
+        self._update_memory(self.memory_student, global_index, gather_rows(v_s.detach()))
+        self._update_memory(self.memory_teacher, global_index, gather_rows(v_t.detach()))
         return crd_nce_loss(scores_s, self.n_data) + crd_nce_loss(scores_t, self.n_data)
 
 
