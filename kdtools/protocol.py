@@ -1175,17 +1175,188 @@ register("CE + CRD, 3 teachers", CRDArm(teachers=CRD_ENSEMBLE), baseline="CE + C
 # so the cross-method table gets their rows; the lessons' own machinery lives in kdtools.paradigms.
 
 # ---- Deep mutual learning (notebooks/05_paradigms/deep_mutual_learning.ipynb)
-# (arms of this lesson go here, if any)
+from .models import ARCHITECTURES as _ARCHITECTURES  # noqa: E402  (this block's imports stay in this block)
+from .paradigms.mutual import cohort_losses as _cohort_losses  # noqa: E402
+from .losses import dml_loss as _dml_loss  # noqa: E402
+
+
+class PeerLogits:
+    """The peer's logits on the current batch, computed once per training step and shared by the terms that use
+    them: one forward pass per step, so the peer's BatchNorm statistics move once per step, as the student's do."""
+
+    def __init__(self, peer: nn.Module):
+        self.peer = peer
+        self._step: Optional[Step] = None
+        self._logits: Optional[torch.Tensor] = None
+
+    def __call__(self, step: Step) -> torch.Tensor:
+        if step is not self._step:  # fit() builds one Step per batch and hands it to every term
+            self._step, self._logits = step, self.peer(step.images)
+        return self._logits
+
+
+def dml_terms(peer_logits: Callable[[Step], torch.Tensor], temperature: float = 1.0) -> Dict[str, tuple]:
+    """A cohort of two as :func:`~kdtools.train.fit` terms (Zhang et al., CVPR 2018, eq. 3–4): the student's
+    ``"ce"`` and ``"dml"`` = :func:`~kdtools.losses.dml_loss` (its KL to the peer's detached prediction) sum to its
+    row of :func:`~kdtools.paradigms.mutual.cohort_losses`; ``"peer"`` is the peer's row (its CE plus its KL to the
+    student's detached prediction), so each loss trains its own network only. All weights are 1, as in the paper."""
+    def mimicry(step: Step) -> torch.Tensor:
+        return _dml_loss(step.student_logits, peer_logits(step), temperature)
+
+    def peer_loss(step: Step) -> torch.Tensor:
+        return _cohort_losses(torch.stack([step.student_logits, peer_logits(step)]), step.labels, temperature)[1]
+    return {"ce": (CE_WEIGHT, cross_entropy_term), "dml": (1.0, mimicry), "peer": (1.0, peer_loss)}
+
+
+@dataclass(frozen=True)
+class DMLArm:
+    """Deep mutual learning on the shared protocol: the student and one peer (``peer``, default the protocol's
+    student architecture) train together from scratch, simultaneously, each against the other's detached
+    prediction (:func:`dml_terms`, at the paper's ``temperature`` T = 1); no pre-trained teacher. The peer is an
+    ``extra_modules`` entry (optimised, switched to train mode and checkpointed with the student), drawn from the
+    seeded random state right after the student, so it starts from other weights than the student but the same
+    ones at every run of the seed. The accuracy reported is the student's. The lesson's :func:`kdtools.paradigms.
+    mutual.train_cohort` differs in its loop only: plain SGD momentum and a per-step cosine schedule, each peer
+    initialised from its own seed. A plain value, so :func:`run_jobs` can send it to a worker."""
+
+    temperature: float = 1.0
+    peer: Optional[str] = None
+
+    def __post_init__(self):
+        _checks.check_positive(self.temperature, "temperature")
+        if self.peer is not None and self.peer not in _ARCHITECTURES:
+            raise ValueError(f"peer must be None (the protocol's student) or an architecture of "
+                             f"kdtools.models.ARCHITECTURES, got {self.peer!r}")
+
+    def __call__(self, protocol: Protocol) -> Method:
+        peer = build_model(self.peer or protocol.student)
+        return Method(dml_terms(PeerLogits(peer), self.temperature), extra_modules=(peer,), uses_teacher=False)
+
+
+register("DML (2 peers)", DMLArm(), baseline="student (CE)",
+         change="trains a second cnn-4x1 alongside from scratch (on top of the budget) and adds the KL to its "
+                "prediction, KL(p^peer‖p^s), weight 1, at the paper's T = 1 (the controlled arms use T = 4)",
+         controlled=False)
 # ---- end of deep mutual learning
 
 
 # ---- Born-again networks (notebooks/05_paradigms/born_again.ipynb)
-# (arms of this lesson go here, if any)
+import copy as _copy  # noqa: E402  (this block's imports stay in this block)
+import contextlib as _contextlib  # noqa: E402
+import random as _random  # noqa: E402
+
+import numpy as _np  # noqa: E402
+
+from .paradigms import born_again as _born_again  # noqa: E402
+
+#: BAN's generation 0 trains from seed ``seed + BAN_GENERATION0_SEED_OFFSET``: never the main stage's seed, so
+#: generation 1 does not start from its teacher's initial weights (the lesson seeds generation k with 100·seed + k)
+BAN_GENERATION0_SEED_OFFSET = 1000
+
+
+@_contextlib.contextmanager
+def kept_random_state():
+    """Run a block (a teacher stage) without moving the random state of Python, NumPy or torch: the stage may seed
+    and draw as it likes, and whatever runs after it draws what it would have drawn without it."""
+    python_state, numpy_state = _random.getstate(), _np.random.get_state()
+    try:
+        with torch.random.fork_rng():
+            yield
+    finally:
+        _random.setstate(python_state)
+        _np.random.set_state(numpy_state)
+
+
+def stage_loader(train_loader):
+    """A copy of ``train_loader`` for a teacher stage: it shuffles the same data in the same order, and iterating it
+    does not advance the original, whose epoch counter picks each epoch's order for the main stage."""
+    return _copy.copy(train_loader)
+
+
+def ban_generation0(teacher: Optional[nn.Module], train_loader, protocol: Protocol, seed: int) -> nn.Module:
+    """BAN's generation 0, a ``Method.teacher_stage``: the protocol's student architecture trained on the labels
+    alone (the *student (CE)* arm) with the protocol's data, budget, optimiser and schedule, from seed
+    ``seed +`` :data:`BAN_GENERATION0_SEED_OFFSET`; returned frozen. ``teacher`` is ignored (BAN has none). Runs
+    without moving the random state (:func:`kept_random_state`) or ``train_loader`` (:func:`stage_loader`)."""
+    _checks.check_positive_int(seed, "seed", minimum=0)
+    with kept_random_state():
+        _, generation0 = _train("student (CE)", seed + BAN_GENERATION0_SEED_OFFSET, protocol,
+                                (stage_loader(train_loader), None))
+    return frozen(generation0)
+
+
+@dataclass(frozen=True)
+class BANArm:
+    """Born-again networks, generation 1, on the shared protocol: a ``teacher_stage`` trains generation 0
+    (:func:`ban_generation0`, on top of the budget), then the student, the same architecture initialised afresh,
+    trains on the born-again objective (:func:`kdtools.paradigms.born_again.objective`: CE + KL to generation 0,
+    weights 1, at the paper's ``temperature`` T = 1). No shared teacher. A plain value, for :func:`run_jobs`."""
+
+    temperature: float = _born_again.BAN_TEMPERATURE
+
+    def __post_init__(self):
+        _checks.check_positive(self.temperature, "temperature")
+
+    def __call__(self, protocol: Protocol) -> Method:
+        return Method(_born_again.objective(self.temperature), uses_teacher=False, teacher_stage=ban_generation0)
+
+
+register("BAN (generation 1)", BANArm(), baseline="student (CE)",
+         change="adds the KL to a teacher that is a cnn-4x1 trained by CE on the same images (generation 0, its "
+                "training on top of the budget), weight 1, at the paper's T = 1 (the controlled arms use T = 4)",
+         controlled=False)
 # ---- end of born-again networks
 
 
 # ---- Teacher assistants (notebooks/05_paradigms/teacher_assistant.ipynb)
-# (arms of this lesson go here, if any)
+from .paradigms import assistants as _assistants  # noqa: E402  (this block's imports stay in this block)
+
+#: the assistant of the registered TA arm: the lesson's best route (T → cnn-8x1 → S) went through it
+TA_ASSISTANT = "cnn-8x1"
+
+
+def train_assistant(teacher: nn.Module, train_loader, protocol: Protocol, seed: int, *,
+                    assistant: str = TA_ASSISTANT) -> nn.Module:
+    """A ``Method.teacher_stage``: the teacher assistant ``assistant`` distilled from ``teacher`` (the protocol's)
+    by :func:`kdtools.paradigms.assistants.distill_chain` (CE + KD at T = 4, weights 1) with the protocol's data,
+    budget, optimiser and schedule, from seed ``seed``; returned frozen. Runs without moving the random state
+    (:func:`kept_random_state`) or ``train_loader`` (:func:`stage_loader`)."""
+    if not isinstance(teacher, nn.Module):
+        raise ValueError(f"teacher must be the network the assistant is distilled from (an nn.Module), "
+                         f"got {type(teacher).__name__}")
+    if assistant not in _ARCHITECTURES:
+        raise ValueError(f"assistant must be an architecture of kdtools.models.ARCHITECTURES, got {assistant!r}")
+    _checks.check_positive_int(seed, "seed", minimum=0)
+    with kept_random_state():
+        _, (trained,) = _assistants.distill_chain(
+            [teacher, assistant], stage_loader(train_loader), None, epochs=protocol.epochs, seed=seed,
+            lr=protocol.lr, optimizer=protocol.optimizer, momentum=protocol.momentum,
+            weight_decay=protocol.weight_decay, schedule=protocol.schedule)
+    return frozen(trained)
+
+
+@dataclass(frozen=True)
+class TAArm:
+    """Teacher-assistant KD on the shared protocol (T → TA → S): a ``teacher_stage`` distils ``assistant`` from the
+    protocol's teacher (:func:`train_assistant`, on top of the budget), then the student trains on *CE + KD*'s
+    terms (CE + T²·KL, T = 4 = the assistants' link temperature, weights 1) from the assistant instead of the
+    teacher. A plain value, for :func:`run_jobs`."""
+
+    assistant: str = TA_ASSISTANT
+
+    def __post_init__(self):
+        if self.assistant not in _ARCHITECTURES:
+            raise ValueError(f"assistant must be an architecture of kdtools.models.ARCHITECTURES, "
+                             f"got {self.assistant!r}")
+
+    def __call__(self, protocol: Protocol) -> Method:
+        return Method({"ce": (CE_WEIGHT, cross_entropy_term), "kd": (1.0, kd_part())}, uses_teacher=True,
+                      teacher_stage=functools.partial(train_assistant, assistant=self.assistant))
+
+
+register(f"TA (via {TA_ASSISTANT})", TAArm(), baseline="CE + KD",
+         change=f"the student distils from a {TA_ASSISTANT} assistant (itself CE + KD from the teacher, its "
+                f"training on top of the budget) instead of from the teacher")
 # ---- end of teacher assistants
 
 

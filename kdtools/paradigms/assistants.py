@@ -45,26 +45,28 @@ def _check_chain(chain) -> None:
 
 
 def _train_link(architecture: str, teacher: nn.Module, train_loader, test_loader, epochs: int, seed: int,
-                lr: float) -> Tuple[History, nn.Module]:
+                lr: float, **fit_options) -> Tuple[History, nn.Module]:
     seed_everything(seed)
     model = build_model(architecture)
     history = fit(model, train_loader, test_loader, epochs=epochs, lr=lr, seed=seed, teacher=teacher,
                   terms=_OBJECTIVE if teacher is not None else None, cache_teacher_logits=teacher is not None,
-                  progress=False)
+                  progress=False, **fit_options)
     return history, frozen(model)
 
 
 def distill_chain(chain: Sequence[Union[str, nn.Module]], train_loader, test_loader, *, epochs: int, seed: int,
-                  lr: float = 0.05) -> Tuple[List[History], List[nn.Module]]:
+                  lr: float = 0.05, **fit_options) -> Tuple[List[History], List[nn.Module]]:
     """Train ``chain[1]`` from the teacher ``chain[0]`` (a zoo name or a frozen module), then ``chain[2]`` from
     the trained ``chain[1]``, and so on; every link with CE + KD (T = 4), ``epochs`` and ``lr``, seeded with
-    ``seed``. Returns every trained link's history and network (the last is the student). A chain of length 2
-    is plain KD."""
+    ``seed``; ``fit_options`` (optimizer, momentum, weight_decay, schedule) go to :func:`kdtools.train.fit`.
+    Returns every trained link's history and network (the last is the student). A chain of length 2 is plain
+    KD; ``test_loader`` may be None (no per-epoch accuracy)."""
     _check_chain(chain)
     teacher = frozen(zoo.load(chain[0]) if isinstance(chain[0], str) else chain[0])
     histories, models = [], []
     for architecture in chain[1:]:
-        history, teacher = _train_link(architecture, teacher, train_loader, test_loader, epochs, seed, lr)
+        history, teacher = _train_link(architecture, teacher, train_loader, test_loader, epochs, seed, lr,
+                                       **fit_options)
         histories.append(history)
         models.append(teacher)
     return histories, models

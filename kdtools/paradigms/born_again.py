@@ -30,9 +30,17 @@ from ..models import build_model
 from ..runtime import map_in_processes, seed_everything
 from ..train import History, cross_entropy_term, evaluate, fit, frozen, kd_term
 
-__all__ = ["BAN_TEMPERATURE", "ProbabilityEnsemble", "GenerationsRun", "train_generations", "run_generation_jobs"]
+__all__ = ["BAN_TEMPERATURE", "objective", "ProbabilityEnsemble", "GenerationsRun", "train_generations",
+           "run_generation_jobs"]
 
 BAN_TEMPERATURE = 1.0
+
+
+def objective(temperature: float = BAN_TEMPERATURE) -> dict:
+    """The born-again objective as :func:`kdtools.train.fit` terms: cross-entropy plus the KL term (both weight 1),
+    at the paper's :data:`BAN_TEMPERATURE` unless ``temperature`` says otherwise (the shared protocol's BAN arm
+    uses it too)."""
+    return {"ce": (1.0, cross_entropy_term), "kd": (1.0, kd_term(temperature))}
 
 
 class ProbabilityEnsemble(nn.Module):
@@ -73,13 +81,13 @@ def train_generations(architecture: str, n_generations: int, train_loader, test_
                          f"got {n_generations!r}")
     start = time.perf_counter()
     run, models = GenerationsRun(), []
-    objective = {"ce": (1.0, cross_entropy_term), "kd": (1.0, kd_term(BAN_TEMPERATURE))}
+    terms = objective()
     for k in range(n_generations + 1):
         seed_everything(seed * 100 + k)
         model = build_model(architecture)
         teacher = models[-1] if models else None
         history = fit(model, train_loader, test_loader, epochs=epochs, lr=lr, seed=seed * 100 + k,
-                      teacher=teacher, terms=objective if teacher is not None else None,
+                      teacher=teacher, terms=terms if teacher is not None else None,
                       cache_teacher_logits=teacher is not None, progress=False, **fit_options)
         models.append(frozen(model))
         run.histories.append(history)
@@ -89,7 +97,7 @@ def train_generations(architecture: str, n_generations: int, train_loader, test_
         student = build_model(architecture)
         run.bane_student = fit(student, train_loader, test_loader, epochs=epochs, lr=lr,
                                seed=seed * 100 + n_generations + 1, teacher=ProbabilityEnsemble(models[1:]),
-                               terms=objective, cache_teacher_logits=True, progress=False, **fit_options)
+                               terms=terms, cache_teacher_logits=True, progress=False, **fit_options)
         models.append(frozen(student))
     run.seconds = time.perf_counter() - start
     return run, models
