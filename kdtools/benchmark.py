@@ -255,19 +255,24 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
+def _setting(record: dict, key: str) -> str:
+    """A setting of a run, as JSON text (so that lists and None compare and count like any value)."""
+    return json.dumps(record["config"].get(key, record.get(key)))
+
+
 def _setting_lines(records: Mapping[str, Sequence[dict]]) -> List[str]:
     """The settings most runs share, and the methods whose runs differ from them (e.g. FSP's teacher)."""
     runs = [r for method_runs in records.values() for r in method_runs]
     common = {}
     for key in _SETTING_KEYS:
-        values = [json.dumps(r["config"].get(key, r.get(key))) for r in runs]
-        common[key] = max(set(values), key=values.count)
-    shown = ", ".join(f"{key.replace('_', ' ')} {json.loads(common[key])}" for key in _SETTING_KEYS
-                      if json.loads(common[key]) is not None)
+        values = [_setting(r, key) for r in runs]
+        common[key] = max(dict.fromkeys(values), key=values.count)  # ties: the first run's value
+    shown = ", ".join(f"{key.replace('_', ' ')} {json.loads(value)}" for key, value in common.items()
+                      if json.loads(value) is not None)
     lines = [f"These runs: {shown}.", ""]
     for method in method_order(records):
-        differs = sorted({f"{key.replace('_', ' ')} {r['config'].get(key, r.get(key))}" for r in records[method]
-                          for key in _SETTING_KEYS if json.dumps(r["config"].get(key, r.get(key))) != common[key]})
+        differs = sorted({f"{key.replace('_', ' ')} {json.loads(_setting(r, key))}" for r in records[method]
+                          for key in _SETTING_KEYS if _setting(r, key) != common[key]})
         if differs:
             lines += [f"`{method}` differs: {', '.join(differs)}.", ""]
     return lines
@@ -334,7 +339,8 @@ def _dataset_section(dataset: str, records: Mapping[str, Sequence[dict]]) -> Lis
             "Each method minus `ce` and minus `kd` (points). A difference is clear when it exceeds its margin, "
             "2·sqrt(s_a²/n_a + s_b²/n_b) from the seeds' sample stds, at both the last and the best epoch and in "
             "the same direction (`kdtools.protocol.compare`); otherwise it is inside the seeds' spread. With "
-            f"{_seed_counts(summaries)} this is a rough screen, not a significance test.", "", *_spread_lines(summaries), ""]
+            f"{_seed_counts(summaries)} this is a rough screen, not a significance test.", "",
+            *_spread_lines(summaries), ""]
     return out
 
 
@@ -371,9 +377,9 @@ def render(root) -> str:
     out = [HEADER, "", "(benchmark)=", "# Every method on one benchmark", "",
            "This page compares every method of the course under one runner, `python -m kdtools.run`, and one "
            f"protocol, the shared protocol of `kdtools.protocol`: {protocol.describe()}. Each method runs "
-           f"{len(protocol.seeds)} seeds; the tables report the last and the best epoch of each run. Regenerate the page with `make bench`: it trains the "
-           "runs that have no complete record yet (`python -m kdtools.benchmark run`) and renders this page from "
-           "the records in `results/runs/`.", ""]
+           f"{len(protocol.seeds)} seeds; the tables report the last and the best epoch of each run. Regenerate "
+           "the page with `make bench`: it trains the runs that have no complete record yet "
+           "(`python -m kdtools.benchmark run`) and renders this page from the records in `results/runs/`.", ""]
     if not found:
         out += ["No records yet: run `make bench`.", ""]
     for dataset in [d for d in DATASETS if d in found] + sorted(set(found) - set(DATASETS)):
