@@ -363,7 +363,7 @@ def _paper_notes() -> List[str]:
            "for this page. Papers also differ in which epoch they report:", ""]
     for method in method_order(PAPER_FIGURES):
         figure = PAPER_FIGURES[method]
-        runs = f"mean of {figure.runs} runs" if figure.runs else "number of runs not stated here"
+        runs = f"mean of {figure.runs} runs" if figure.runs else "number of runs not checked"
         out.append(f"- `{method}` {figure.value:.2f}: {figure.where}, {{cite}}`{figure.source}`; "
                    f"{figure.convention}, {runs} (checked: {figure.checked}).")
     return out + [""]
