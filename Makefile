@@ -12,7 +12,7 @@ ifeq ($(origin KDTOOLS_DATA), undefined)
   endif
 endif
 
-.PHONY: book test unit nbval book-check execute lab student sync results venv clean
+.PHONY: book test unit nbval book-check execute lab student sync results bench venv clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ sync: $(STAMP)
 ## make results: rewrite the table on book/results.md from results/*.json
 results: $(STAMP)
 	$(BIN)/python -m kdtools.results render
+
+## make bench: train every method of kdtools.run on the shared protocol (resumes), then write book/benchmark.md
+bench: $(STAMP)
+	$(BIN)/python -m kdtools.benchmark run
 
 clean:
 	rm -rf _build
