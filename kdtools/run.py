@@ -83,6 +83,23 @@ RUNNER_METHODS: Dict[str, RunnerMethod] = {
                     "(RepDistiller -b 0.8)",
         "N keeps the authors' fraction of the training set (a third); negatives are drawn uniformly "
         "(RepDistiller's CIFAR loader draws them from other classes)"),
+    "dml": RunnerMethod(
+        "DML (2 peers)", "two peers of one architecture from scratch, each CE + KL(p_peer ‖ p), T = 1 (Zhang et al. "
+                         "2018, Algorithm 1)",
+        "both peers update from one forward pass (the paper updates them one after the other)", needs_teacher=False),
+    "ban": RunnerMethod(
+        "BAN (generation 1)", "generation 0 of the student's architecture trained by CE, then generation 1 "
+                              "from it with CE + KL, T = 1 (Furlanello et al. 2018)",
+        "one generation (the paper trains several and ensembles them); generation 0 is on top of the budget",
+        needs_teacher=False),
+    "ta": RunnerMethod(
+        f"TA (via {_protocol.TA_ASSISTANT})",
+        "teacher → assistant → student, each link (1 − λ)·CE + λ·T²·KL with λ and T searched per pair "
+        "(Mirzadeh et al. 2020)",
+        f"every link CE + T²·KL with weights 1, T = 4; the assistant ({_protocol.TA_ASSISTANT}) is trained on top "
+        "of the budget", datasets=("mnist",),
+        why_not="its assistant is an MNIST network and its stage caches the teacher's logits, which CIFAR-100's "
+                "augmentation forbids"),
 }
 
 
