@@ -236,20 +236,14 @@ def run_one(method: str, seed: int, protocol: Protocol, out: Path, *, progress: 
     world, rank = dist_tools.world_size(), dist_tools.rank()
     config = run_config(method, protocol, world)
     path, saved_path = record_path(out, method, seed), checkpoint_path(out, method, seed)
-    existing = read_record(path)
-    if existing is not None and existing.get("complete"):
-        if _comparable(existing["config"]) != _comparable(config):
-            raise ValueError(f"{path} holds a complete run with another config; delete it or choose another --out.\n"
-                             f"  recorded: {_comparable(existing['config'])}\n  now:      {_comparable(config)}")
-        return existing
-    resume = None
-    if saved_path.exists():
-        saved = torch.load(saved_path, map_location="cpu", weights_only=True)
-        if _comparable(saved["config"]) != _comparable(config):
-            raise ValueError(f"{saved_path} is the checkpoint of a run with another config; delete it to start over")
-        resume = saved
-    dist_tools.barrier()  # every rank has read the checkpoint before rank 0 may overwrite it
     main = rank == 0
+    # rank 0 alone reads the folder (on several nodes only its node needs it) and tells every rank what to do
+    decision = dist_tools.broadcast_object(_decide(path, saved_path, config) if main else None)
+    if decision[0] == "error":
+        raise ValueError(decision[1])
+    if decision[0] == "done":
+        return decision[1]
+    resume = decision[1]
     started = resume["started"] if resume else _now()
     before = resume["wall_seconds"] if resume else 0.0
     clock = time.perf_counter()
@@ -298,6 +292,22 @@ def run_one(method: str, seed: int, protocol: Protocol, out: Path, *, progress: 
     return record
 
 
+def _decide(path: Path, saved_path: Path, config: dict) -> tuple:
+    """``("done", record)``, ``("resume", checkpoint)``, ``("fresh", None)`` or ``("error", message)``."""
+    existing = read_record(path)
+    if existing is not None and existing.get("complete"):
+        if _comparable(existing["config"]) != _comparable(config):
+            return ("error", f"{path} holds a complete run with another config; delete it or choose another --out.\n"
+                             f"  recorded: {_comparable(existing['config'])}\n  now:      {_comparable(config)}")
+        return ("done", existing)
+    if not saved_path.exists():
+        return ("fresh", None)
+    saved = torch.load(saved_path, map_location="cpu", weights_only=True)
+    if _comparable(saved["config"]) != _comparable(config):
+        return ("error", f"{saved_path} is the checkpoint of a run with another config; delete it to start over")
+    return ("resume", saved)
+
+
 def _history_of(logged: dict):
     from .train import History
 
@@ -328,6 +338,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-per-class", type=int, help="training images per class (a stratified subset)")
     parser.add_argument("--test-per-class", type=int, help="test images per class (a stratified subset)")
     parser.add_argument("--data-root", help="the data folder (default: KDTOOLS_DATA)")
+    parser.add_argument("--download", action="store_true",
+                        help="cifar100: fetch the official archive through torchvision first (md5 checked)")
     parser.add_argument("--threads", type=int, help="torch threads per process")
     parser.add_argument("--backend", choices=("gloo", "nccl"), help="default: nccl with CUDA, else gloo")
     parser.add_argument("--device", help="default: cuda:LOCAL_RANK if CUDA is available, else cpu")
@@ -351,11 +363,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     device = args.device or (f"cuda:{launch.local_rank}" if torch.cuda.is_available() else "cpu")
     out = Path(args.out or Path("results") / "runs" / args.dataset)
     try:
+        if args.download and args.dataset == "cifar100":
+            if launch.local_rank == 0:  # one download per node (its own disk); on a shared disk download first
+                from .cifar import load_cifar100
+                for train in (True, False):
+                    load_cifar100(train, args.data_root, download=True)
+            dist_tools.barrier()
         for method in methods:
             protocol = build_protocol(method, args.dataset, epochs=args.epochs, teacher=args.teacher,
                                       student=args.student, train_per_class=args.train_per_class,
                                       test_per_class=args.test_per_class, batch_size=args.batch_size, lr=args.lr,
                                       data_root=args.data_root)
+            if launch.rank == 0:
+                with torch.random.fork_rng():
+                    parameters = _trainable([build_model(protocol.student)])
+                print(f"{method} ({RUNNER_METHODS[method].arm}): {protocol.describe()}; the student has "
+                      f"{parameters:,} parameters; {launch.world_size} process(es), global batch {protocol.batch_size}",
+                      flush=True)
             for seed in (args.seeds if args.seeds is not None else protocol.seeds):
                 record = run_one(method, seed, protocol, out, progress=not args.no_progress,
                                  save_model=args.save_model, device=device, stop_after=args.stop_after_epochs)

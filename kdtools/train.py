@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import itertools
 import math
 import time
@@ -415,11 +416,14 @@ def _data_parallel(model: nn.Module, extra_modules: Sequence[nn.Module], train_l
     for module in [model, *extra_modules]:
         dist_tools.global_batch_norm(module)
         module.to(device)
-    # each rank updates CRD's memory banks with every rank's rows itself: no buffer broadcast at every step
-    wrapped = torch.nn.parallel.DistributedDataParallel(
-        _Trainable(model, extra_modules), device_ids=[torch.cuda.current_device() if device.index is None else device.index]
-        if device.type == "cuda" else None,
-        broadcast_buffers=False)
+    # each rank updates CRD's memory banks with every rank's rows itself, and GlobalBatchNorm keeps the running
+    # statistics equal: no buffer broadcast at every step (the option's name changed in torch 2.14)
+    ddp = torch.nn.parallel.DistributedDataParallel
+    no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+               else {"broadcast_buffers": False})
+    wrapped = ddp(_Trainable(model, extra_modules), **no_sync,
+                  device_ids=[torch.cuda.current_device() if device.index is None else device.index]
+                  if device.type == "cuda" else None)
     return wrapped, world
 
 

@@ -193,3 +193,15 @@ def test_runner_on_two_gloo_processes_equals_one_process(tmp_path, method, mnist
     for name, tensor in _weights(tmp_path / "one" / f"{method}-seed0.pt").items():
         torch.testing.assert_close(_weights(tmp_path / "two" / f"{method}-seed0.pt")[name].float(), tensor.float(),
                                    rtol=1e-3, atol=1e-3)
+
+
+def test_every_method_trains_on_two_gloo_processes(tmp_path, mnist):
+    # DDP insists that every trainable parameter gets a gradient at every step: regressors, CRD heads, DML's peer
+    methods = list(run.RUNNER_METHODS)
+    done = _torchrun("-m", "kdtools.run", "--method", *methods, "--seeds", "0", *TINY[:1], "1", *TINY[2:],
+                     "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    for method in methods:
+        record = json.loads((tmp_path / f"{method}-seed0.json").read_text())
+        assert record["complete"] and record["config"]["world_size"] == 2, method
+    assert "FutureWarning" not in done.stderr
