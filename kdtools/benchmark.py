@@ -345,14 +345,30 @@ def _dataset_section(dataset: str, records: Mapping[str, Sequence[dict]]) -> Lis
 
 
 def _defaults_section() -> List[str]:
+    from .run import build_protocol
+
+    cifar = build_protocol("kd", "cifar100", teacher="TEACHER.pt")
     out = ["## What each method runs", "",
-           "The arms of `kdtools.run.RUNNER_METHODS`: the authors' setting each reproduces, and where ours differs.",
-           "", "| method | arm | the authors' setting | where ours differs |", "|---|---|---|---|"]
+           "The arms of `kdtools.run.RUNNER_METHODS`: the authors' setting each reproduces, where ours differs, and "
+           "the data sets it runs on. The protocol of each data set:", "",
+           f"- `--dataset mnist` (default): {_protocol.SHARED_PROTOCOL.describe()}.",
+           f"- `--dataset cifar100`: {cifar.describe()}, SGD with classical momentum {cifar.momentum}, the learning "
+           "rate ×0.1 after epochs 150, 180 and 210 (`kdtools.recipes.CRD_CIFAR100`), random crops and flips; "
+           "the teacher is a network you train first (`--method ce --student resnet32x4 --save-model`).", "",
+           "| method | arm | the authors' setting | where ours differs | data sets |", "|---|---|---|---|---|"]
     for method in method_order(RUNNER_METHODS):
         spec = RUNNER_METHODS[method]
         out.append("| " + " | ".join([_method_link(method), _cell(spec.arm), _cell(spec.authors),
-                                      _cell(spec.differs)]) + " |")
-    return out + [""]
+                                      _cell(spec.differs), _cell(", ".join(spec.datasets))]) + " |")
+    return out + ["", "## Run it yourself", "",
+                  "One method, three seeds, on one process (records in `results/runs/<dataset>/`; a killed run "
+                  "continues from its last epoch when started again):", "", "```bash",
+                  "python -m kdtools.run --method dkd --seeds 0 1 2", "```", "",
+                  "The same code on K processes (GPUs with NCCL, CPUs with Gloo) trains the same global batch; "
+                  "the README's *Going further* gives the CIFAR-100 commands and what each method does with "
+                  "its cross-batch state:", "", "```bash",
+                  "torchrun --nproc_per_node=8 -m kdtools.run --method crd --dataset cifar100 --teacher TEACHER.pt",
+                  "```", ""]
 
 
 def _paper_notes() -> List[str]:
@@ -392,7 +408,10 @@ def render(root) -> str:
             "of its logits cached once per run, and the epoch's evaluation on the test subset, on a single thread, "
             "relative to training the student alone.",
             "- Stage time (FitNets' and FSP's first stage, BAN's and TA's teacher training) is on top of the "
-            "epochs: it is in the runs' wall time, not in ×CE.", ""]
+            "epochs: it is in the runs' wall time, not in ×CE.",
+            "- Each row runs the authors' setting. Where a lesson chose other weights on a validation split of the "
+            "training images (attention transfer's λ_AT, RKD's λ_D and λ_A, CRD's number of negatives), those arms "
+            "are in `kdtools.protocol.METHODS` under their own names, and the lesson compares them.", ""]
     out += _paper_notes()
     return "\n".join(out).rstrip() + "\n"
 
