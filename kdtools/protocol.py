@@ -17,6 +17,7 @@ from 100 images per class, where the teacher's knowledge matters and methods dif
 """
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import statistics
@@ -1269,8 +1270,9 @@ def kept_random_state():
 
 def stage_loader(train_loader):
     """A copy of ``train_loader`` for a teacher stage: it shuffles the same data in the same order, and iterating it
-    does not advance the original, whose epoch counter picks each epoch's order for the main stage."""
-    return _copy.copy(train_loader)
+    does not advance the original, whose epoch counter picks each epoch's order for the main stage. A distributed
+    loader's copy yields whole global batches: every rank trains the same teacher in full."""
+    return _unsharded(_copy.copy(train_loader))
 
 
 def ban_generation0(teacher: Optional[nn.Module], train_loader, protocol: Protocol, seed: int) -> nn.Module:
@@ -1462,7 +1464,11 @@ def _train(method, seed: int, protocol: Protocol, data: Tuple[TensorLoader, Tens
             teacher = frozen(spec.teacher_stage(teacher if spec.uses_teacher else None, train_loader, protocol, seed))
     distils = spec.uses_teacher or spec.teacher_stage is not None
     if spec.pretrain is not None:
-        spec.pretrain(student, teacher, train_loader, protocol, seed)
+        # a distributed run's stage before the epochs runs in full on every rank (the same result everywhere),
+        # and leaves the loader's epoch counter where one process would
+        whole = _unsharded(train_loader)
+        spec.pretrain(student, teacher, whole, protocol, seed)
+        train_loader.epoch = whole.epoch
     history = fit(student, train_loader, test_loader, epochs=protocol.epochs, terms=spec.terms,
                   teacher=teacher if distils else None, student_layers=spec.student_layers,
                   teacher_layers=spec.teacher_layers, extra_modules=spec.extra_modules,
@@ -1471,6 +1477,15 @@ def _train(method, seed: int, protocol: Protocol, data: Tuple[TensorLoader, Tens
                   cache_teacher_logits=distils and train_loader.augment is None, device=device, seed=seed,
                   progress=progress, **fit_options)
     return history, student
+
+
+def _unsharded(loader):
+    """``loader`` itself, or a copy of a distributed loader that yields whole global batches."""
+    if getattr(loader, "shard", None) is None:
+        return loader
+    whole = copy.copy(loader)
+    whole.shard = None
+    return whole
 
 
 def _factory(method: Union[str, MethodFactory]) -> MethodFactory:

@@ -79,6 +79,16 @@ def test_bad_shards_are_named(shard, batch, n, match):
         TensorLoader(TensorData(torch.zeros(n, 1, 1, 1), torch.zeros(n, dtype=torch.long)), batch, shard=shard)
 
 
+def test_stages_before_the_epochs_see_whole_global_batches_and_keep_the_loader_epoch():
+    data = TensorData(torch.randn(10, 1, 2, 2), torch.arange(10))
+    sharded = TensorLoader(data, 4, shuffle=True, seed=1, shard=(1, 2))
+    whole = protocol._unsharded(sharded)
+    assert whole.shard is None and sharded.shard == (1, 2) and whole.data is sharded.data
+    assert [len(b[2]) for b in whole] == [4, 4, 2] and sharded.epoch == 0
+    assert protocol._unsharded(whole) is whole
+    assert protocol.stage_loader(sharded).shard is None
+
+
 def test_outside_a_process_group_the_collectives_are_identities_and_global_bn_is_batchnorm():
     x = torch.randn(5, 3)
     assert distributed.gather_rows(x) is x and distributed.all_reduce_sum(x) is x and distributed.row_offset(5) == 0
