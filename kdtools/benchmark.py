@@ -312,7 +312,7 @@ def _seed_counts(summaries: Mapping[str, MethodSummary]) -> str:
     return f"{' to '.join(map(str, counts[::max(1, len(counts) - 1)]))} seed{'s' if counts[-1] > 1 else ''} per method"
 
 
-def _dataset_section(dataset: str, records: Mapping[str, Sequence[dict]]) -> List[str]:
+def _dataset_section(dataset: str, records: Mapping[str, Sequence[dict]], results_dir=None) -> List[str]:
     summaries = summarize(records)
     missing = [m for m in method_order(RUNNER_METHODS) if m not in summaries]
     without_figure = [m for m in summaries if m not in PAPER_FIGURES]
@@ -335,6 +335,8 @@ def _dataset_section(dataset: str, records: Mapping[str, Sequence[dict]]) -> Lis
     if stages:
         out += ["Stage time on top of the epochs, per run: " + ", ".join(
             f"`{s.method}` {s.stage_seconds:.0f} s" for s in stages) + ".", ""]
+    if dataset == "mnist" and results_dir is not None:
+        out += _agreement_lines(records, results_dir)
     out += ["### Which differences lie inside the seeds' spread", "",
             "Each method minus `ce` and minus `kd` (points). A difference is clear when it exceeds its margin, "
             "2·sqrt(s_a²/n_a + s_b²/n_b) from the seeds' sample stds, at both the last and the best epoch and in "
@@ -342,6 +344,56 @@ def _dataset_section(dataset: str, records: Mapping[str, Sequence[dict]]) -> Lis
             f"{_seed_counts(summaries)} this is a rough screen, not a significance test.", "",
             *_spread_lines(summaries), ""]
     return out
+
+
+@dataclass(frozen=True)
+class LessonMatch:
+    """A run of the benchmark that a lesson also recorded (same arm, seed, student, epochs and test set)."""
+
+    lesson: str
+    method: str
+    seed: int
+    lesson_last: float
+    runner_last: float
+
+    @property
+    def equal(self) -> bool:
+        return self.lesson_last == self.runner_last
+
+
+def lesson_matches(records: Mapping[str, Sequence[dict]], results_dir) -> List[LessonMatch]:
+    """Every MNIST run of ``records`` that a lesson's ``results/<lesson>.json`` holds too: a full-mode row of the
+    shared protocol with the run's arm, seed, student, epochs and test-set size. The lessons train through
+    :func:`kdtools.protocol.run_jobs` and the runner through ``python -m kdtools.run``: one registry, so the
+    last-epoch accuracies must be equal."""
+    by_key = {(r["arm"], r["seed"], r["config"]["student"], r["config"]["epochs"], r["config"]["test_images"]): r
+              for method_records in records.values() for r in method_records}
+    matches = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        for row in json.loads(path.read_text()).get("rows", []):
+            if (row.get("metric") != "test accuracy, last epoch (%)" or row.get("mode") != "full"
+                    or row.get("protocol") != "shared"):
+                continue
+            record = by_key.get((row.get("method"), row.get("seed"), row.get("student"), row.get("epochs"),
+                                 row.get("test_images")))
+            if record is not None:
+                matches.append(LessonMatch(path.stem, record["method"], record["seed"], row["value"],
+                                           record["last_acc"]))
+    return matches
+
+
+def _agreement_lines(records: Mapping[str, Sequence[dict]], results_dir) -> List[str]:
+    matches = lesson_matches(records, results_dir)
+    if not matches:
+        return []
+    lessons = sorted({m.lesson for m in matches})
+    differ = [m for m in matches if not m.equal]
+    verdict = ("every one gives the same last-epoch accuracy" if not differ else
+               f"{len(differ)} differ: " + "; ".join(f"`{m.method}` seed {m.seed} in {m.lesson}: {m.lesson_last} "
+                                                     f"(lesson) vs {m.runner_last} (runner)" for m in differ))
+    return [f"The lessons recorded {len(matches)} of these runs themselves (same arm, seed and protocol, in "
+            f"{', '.join(f'`results/{name}.json`' for name in lessons)}): {verdict}. The runner and the "
+            "notebooks train through one method registry.", ""]
 
 
 def _defaults_section() -> List[str]:
@@ -385,8 +437,10 @@ def _paper_notes() -> List[str]:
     return out + [""]
 
 
-def render(root) -> str:
-    """The benchmark page (MyST Markdown) from the records under ``root``."""
+def render(root, results_dir=None) -> str:
+    """The benchmark page (MyST Markdown) from the records under ``root``; the lessons' results are read from
+    ``results_dir`` (default: the folder above ``root``, i.e. ``results/``) for :func:`lesson_matches`."""
+    results_dir = Path(root).parent if results_dir is None else results_dir
     skipped: List[str] = []
     found = collect(root, skipped)
     protocol = _protocol.SHARED_PROTOCOL
@@ -399,7 +453,7 @@ def render(root) -> str:
     if not found:
         out += ["No records yet: run `make bench`.", ""]
     for dataset in [d for d in DATASETS if d in found] + sorted(set(found) - set(DATASETS)):
-        out += _dataset_section(dataset, found[dataset])
+        out += _dataset_section(dataset, found[dataset], results_dir)
     if skipped:
         out += [f"Left out: {len(skipped)} incomplete record(s), of runs still going or stopped.", ""]
     out += _defaults_section()

@@ -229,3 +229,43 @@ def test_run_calls_the_runner_per_method_then_renders(tmp_path, monkeypatch):
     ce = next(c for c in calls if "ce" in c)
     assert ce[1:] == ["-m", "kdtools.run", "--method", "ce", "--seeds", "0", "1", "--dataset", "mnist",
                       "--out", str(tmp_path / "runs" / "mnist"), "--threads", "1", "--epochs", "3"]
+
+
+def _lesson_rows(path, rows):
+    path.write_text(json.dumps({"mode": "full", "notebook": "x", "rows": rows}))
+
+
+def _row(method, seed, value, **fields):
+    return {"metric": "test accuracy, last epoch (%)", "mode": "full", "protocol": "shared", "method": method,
+            "seed": seed, "student": "cnn-4x1", "epochs": 2, "test_images": 2000, "value": value, **fields}
+
+
+def test_runs_a_lesson_recorded_too_are_compared_with_it(tmp_path):
+    runs = tmp_path / "runs"
+    write_runs(runs, "kd", [90.0, 91.0])
+    _lesson_rows(tmp_path / "lesson_a.json", [
+        _row("arm of kd", 0, 90.0), _row("arm of kd", 1, 91.5),
+        _row("arm of kd", 0, 50.0, mode="smoke"), _row("arm of kd", 0, 60.0, student="cnn-8x1"),
+        _row("arm of kd", 0, 70.0, epochs=3), _row("arm of kd", 0, 80.0, metric="test accuracy, best epoch (%)")])
+    found = collect(runs)["mnist"]
+    matches = benchmark.lesson_matches(found, tmp_path)
+    assert [(m.lesson, m.seed, m.lesson_last, m.runner_last, m.equal) for m in matches] == [
+        ("lesson_a", 0, 90.0, 90.0, True), ("lesson_a", 1, 91.5, 91.0, False)]
+    page = render(runs)
+    assert "The lessons recorded 2 of these runs themselves" in page
+    assert "1 differ: `kd` seed 1 in lesson_a: 91.5 (lesson) vs 91.0 (runner)" in page
+
+
+def test_the_committed_records_equal_what_the_lessons_recorded():
+    # the runner and the notebooks share one registry: where both trained the same run, the numbers are equal
+    records = collect(ROOT / "results" / "runs")
+    if "mnist" not in records:
+        pytest.skip("no benchmark records committed")
+    matches = benchmark.lesson_matches(records["mnist"], ROOT / "results")
+    assert len(matches) >= 30 and all(m.equal for m in matches), [m for m in matches if not m.equal]
+
+
+def test_the_committed_page_is_the_rendering_of_the_committed_records():
+    committed = (ROOT / "book" / "benchmark.md").read_text()
+    assert committed == render(ROOT / "results" / "runs"), (
+        "book/benchmark.md is stale: run `python -m kdtools.benchmark render` and commit it")

@@ -217,3 +217,19 @@ def test_every_method_trains_on_two_gloo_processes(tmp_path, mnist):
         record = json.loads((tmp_path / f"{method}-seed0.json").read_text())
         assert record["complete"] and record["config"]["world_size"] == 2, method
     assert "FutureWarning" not in done.stderr
+
+
+def test_fit_takes_a_schedule_function():
+    from kdtools.train import fit
+
+    data = TensorData(torch.randn(12, 1, 28, 28), torch.arange(12) % 10)
+    histories = []
+    for schedule in ("crd-steps", lambda epoch, epochs: 0.1 ** sum(epoch + 1 > round(epochs * b / 240)
+                                                                    for b in (150, 180, 210))):
+        torch.manual_seed(0)
+        model = protocol.build_model("cnn-2x1")
+        histories.append(fit(model, TensorLoader(data, 4, shuffle=True, seed=0), epochs=8, schedule=schedule,
+                             progress=False, device="cpu").train_loss)
+    assert histories[0] == histories[1]
+    with pytest.raises(ValueError, match="unknown schedule 'steps'; known: constant, cosine, crd-steps, or a function"):
+        fit(protocol.build_model("cnn-2x1"), TensorLoader(data, 4), epochs=1, schedule="steps")
