@@ -25,9 +25,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 from . import protocol as _protocol
-from .run import DATASETS, RUNNER_METHODS
-
-RECORD_FORMAT = "kdtools.run/1"
+from .run import DATASETS, RECORD_FORMAT, RUNNER_METHODS
 
 #: the syllabus order of the methods: the page's rows follow it, methods outside it come after, by name
 SYLLABUS = ("ce", "kd", "dkd", "fitnets", "at", "nst", "fsp", "rkd", "crd", "dml", "ban", "ta")
@@ -333,7 +331,7 @@ def _dataset_section(dataset: str, records: Mapping[str, Sequence[dict]], result
     out += [f"The runs on this page took {_duration(wall)} in all: the sum of the runs' wall times "
             "(stages, epochs and evaluation), as if run one after another in a single process.", ""]
     if stages:
-        out += ["Stage time on top of the epochs, per run: " + ", ".join(
+        out += ["Time outside the epochs, per run (stages, the teacher's cached logits, set-up): " + ", ".join(
             f"`{s.method}` {s.stage_seconds:.0f} s" for s in stages) + ".", ""]
     if dataset == "mnist" and results_dir is not None:
         out += _agreement_lines(records, results_dir)
@@ -461,8 +459,8 @@ def render(root, results_dir=None) -> str:
             "- ×CE measures the seconds of one training epoch, including the teacher's forward pass or the look-up "
             "of its logits cached once per run, and the epoch's evaluation on the test subset, on a single thread, "
             "relative to training the student alone.",
-            "- Stage time (FitNets' and FSP's first stage, BAN's and TA's teacher training) is on top of the "
-            "epochs: it is in the runs' wall time, not in ×CE.",
+            "- Time outside the epochs (FitNets' and FSP's first stage, BAN's and TA's teacher training, the "
+            "teacher's logits cached once per run, set-up) is in the runs' wall time, not in ×CE.",
             "- Each row runs the authors' setting. Where a lesson chose other weights on a validation split of the "
             "training images (attention transfer's λ_AT, RKD's λ_D and λ_A, CRD's number of negatives), those arms "
             "are in `kdtools.protocol.METHODS` under their own names, and the lesson compares them.", ""]

@@ -27,7 +27,7 @@ from .models import build_model
 from .protocol import Protocol
 from .runtime import get_device
 
-DATASETS: Tuple[str, ...] = ("mnist", "cifar100")
+DATASETS: Tuple[str, ...] = tuple(_protocol.DATASET_CLASSES)  # ("mnist", "cifar100")
 
 
 @dataclass(frozen=True)
@@ -101,11 +101,6 @@ RUNNER_METHODS: Dict[str, RunnerMethod] = {
         why_not="its assistant is an MNIST network and its stage caches the teacher's logits, which CIFAR-100's "
                 "augmentation forbids"),
 }
-
-
-def method_names() -> Tuple[str, ...]:
-    """The names ``--method`` accepts."""
-    return tuple(RUNNER_METHODS)
 
 
 def resolve_method(name: str) -> Tuple[str, RunnerMethod]:
@@ -198,6 +193,7 @@ def _record(method: str, seed: int, config: dict, history, *, complete: bool, wa
             "train_loss": logged["train_loss"], "term_loss": logged["term_loss"],
             "epoch_seconds": logged["epoch_seconds"], "last_acc": history.last_acc if history.test_acc else None,
             "best_acc": history.best_acc if history.test_acc else None, "best_epoch": history.best_epoch,
+            # everything outside the epochs: stages (FitNets, FSP, BAN, TA), the teacher's cache, set-up
             "stage_seconds": max(0.0, wall - sum(logged["epoch_seconds"])), "wall_seconds": wall,
             "student_parameters": student_parameters, "extra_parameters": extra_parameters,
             "torch": torch.__version__, "device": device, "threads": torch.get_num_threads(),

@@ -181,7 +181,7 @@ def test_settings_that_differ_are_named(tmp_path):
     page = render(tmp_path)
     assert "These runs: teacher mnist-cnn-teacher, student cnn-4x1, train images 1000, test images 2000" in page
     assert "`fsp` differs: teacher mnist-cnn-4x3-teacher." in page
-    assert "Stage time on top of the epochs, per run: `fsp` 7 s." in page
+    assert "Time outside the epochs, per run (stages, the teacher's cached logits, set-up): `fsp` 7 s." in page
     assert "took 3 min in all" in page  # 4 runs of 10 s + 2 of 60 s = 160 s
 
 

@@ -69,6 +69,17 @@ def test_shards_of_a_global_batch_are_its_contiguous_slices_in_rank_order():
         assert [len(shards[r][step][2]) for r in range(3)] == distributed.rank_shares(len(index), 3)
 
 
+def test_augmented_shards_are_slices_of_the_augmented_global_batch():
+    from kdtools.cifar import random_crop_flip
+
+    data = TensorData(torch.randn(10, 3, 32, 32), torch.arange(10))
+    whole = list(TensorLoader(data, 4, shuffle=True, seed=2, augment=random_crop_flip()))
+    shards = [list(TensorLoader(data, 4, shuffle=True, seed=2, augment=random_crop_flip(), shard=(r, 2)))
+              for r in range(2)]
+    for step, (images, _, _) in enumerate(whole):
+        assert torch.equal(torch.cat([shards[r][step][0] for r in range(2)]), images)
+
+
 @pytest.mark.parametrize("shard, batch, n, match", [
     ((2, 2), 8, 16, "shard must be \\(rank, world_size\\)"),
     ((0, 4), 2, 16, "global batch_size 2 is smaller than world_size 4"),
