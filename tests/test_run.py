@@ -244,3 +244,31 @@ def test_fit_takes_a_schedule_function():
     assert histories[0] == histories[1]
     with pytest.raises(ValueError, match="unknown schedule 'steps'; known: constant, cosine, crd-steps, or a function"):
         fit(protocol.build_model("cnn-2x1"), TensorLoader(data, 4), epochs=1, schedule="steps")
+
+
+def test_a_killed_run_continues_from_its_last_checkpoint(tmp_path, mnist):
+    import signal
+    import time
+
+    args = [sys.executable, "-m", "kdtools.run", "--method", "kd", "--seeds", "0", "--save-model", "--epochs", "30",
+            *TINY[2:]]
+    whole = subprocess.run([*args, "--out", str(tmp_path / "whole")], cwd=REPO, env=_env(), capture_output=True,
+                           text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    victim = subprocess.Popen([*args, "--out", str(tmp_path / "killed")], cwd=REPO, env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "kd-seed0.ckpt.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed = json.loads((tmp_path / "killed" / "kd-seed0.json").read_text())
+    assert not killed["complete"] and 0 < len(killed["test_acc"]) < 30
+    again = subprocess.run([*args, "--out", str(tmp_path / "killed")], cwd=REPO, env=_env(), capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    a, b = (json.loads((tmp_path / d / "kd-seed0.json").read_text()) for d in ("whole", "killed"))
+    assert a["test_acc"] == b["test_acc"] and a["train_loss"] == b["train_loss"] and b["complete"]
+    for name, tensor in _weights(tmp_path / "whole" / "kd-seed0.pt").items():
+        assert torch.equal(tensor, _weights(tmp_path / "killed" / "kd-seed0.pt")[name]), name
