@@ -74,8 +74,25 @@ def init_from_env(backend: Optional[str] = None) -> Launch:
 
 
 def shutdown() -> None:
+    _GROUPS.clear()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+#: the default group's identity -> a second group of the same processes for the collectives of this module
+_GROUPS: dict = {}
+
+
+def _group():
+    """A process group of its own for this module's collectives. They run inside the forward and backward passes
+    (batch norm's statistics, CRD's memory banks) while DistributedDataParallel averages gradients
+    asynchronously on the default group; sharing one Gloo group, the two can deadlock (seen with torch 2.3).
+    Created on first use, at the same point of the same code on every rank."""
+    key = id(dist.group.WORLD)
+    if key not in _GROUPS:
+        _GROUPS.clear()
+        _GROUPS[key] = dist.new_group(backend=dist.get_backend())
+    return _GROUPS[key]
 
 
 def barrier() -> None:
@@ -88,7 +105,7 @@ def broadcast_object(obj):
     if not is_distributed():
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=_group())
     return box[0]
 
 
@@ -97,7 +114,7 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return tensor
     total = tensor.clone()
-    dist.all_reduce(total)
+    dist.all_reduce(total, group=_group())
     return total
 
 
@@ -107,21 +124,22 @@ def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return tensor
     sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(world_size())]
-    dist.all_gather(sizes, torch.tensor([tensor.shape[0]], device=tensor.device))
+    dist.all_gather(sizes, torch.tensor([tensor.shape[0]], device=tensor.device), group=_group())
     longest = int(max(int(s) for s in sizes))
     padded = torch.zeros(longest, *tensor.shape[1:], dtype=tensor.dtype, device=tensor.device)
     padded[:tensor.shape[0]] = tensor
     parts = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(parts, padded.contiguous())
+    dist.all_gather(parts, padded.contiguous(), group=_group())
     return torch.cat([part[:int(size)] for part, size in zip(parts, sizes)])
 
 
-def row_offset(rows: int) -> int:
-    """Where this process's ``rows`` rows start in :func:`gather_rows`' result."""
+def row_offset(rows: int, device=None) -> int:
+    """Where this process's ``rows`` rows start in :func:`gather_rows`' result (``device``: where the collective
+    runs, a CUDA device with NCCL)."""
     if not is_distributed():
         return 0
-    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(world_size())]
-    dist.all_gather(sizes, torch.tensor([rows]))
+    sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world_size())]
+    dist.all_gather(sizes, torch.tensor([rows], device=device), group=_group())
     return int(sum(int(s) for s in sizes[:rank()]))
 
 
@@ -131,13 +149,13 @@ class _SummedAcrossRanks(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor):
         total = tensor.clone()
-        dist.all_reduce(total)
+        dist.all_reduce(total, group=_group())
         return total
 
     @staticmethod
     def backward(ctx, grad):
         total = grad.clone()
-        dist.all_reduce(total)
+        dist.all_reduce(total, group=_group())
         return total
 
 

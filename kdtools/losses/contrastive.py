@@ -196,7 +196,7 @@ class CRDLoss(nn.Module):
         # every rank's rows, so the banks equal those of one process with the whole batch
         global_index = gather_rows(index)
         if contrast_index is None:
-            offset = row_offset(index.shape[0])
+            offset = row_offset(index.shape[0], index.device)
             contrast_index = self.sample_contrast_index(global_index)[offset:offset + index.shape[0]]
         else:
             contrast_index = contrast_index.long()
