@@ -17,13 +17,16 @@ from 100 images per class, where the teacher's knowledge matters and methods dif
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
+import random
 import statistics
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -1242,37 +1245,11 @@ register("DML (2 peers)", DMLArm(), baseline="student (CE)",
 
 
 # ---- Born-again networks (notebooks/05_paradigms/born_again.ipynb)
-import copy as _copy  # noqa: E402  (this block's imports stay in this block)
-import contextlib as _contextlib  # noqa: E402
-import random as _random  # noqa: E402
-
-import numpy as _np  # noqa: E402
-
-from .paradigms import born_again as _born_again  # noqa: E402
+from .paradigms import born_again as _born_again  # noqa: E402  (this block's imports stay in this block)
 
 #: BAN's generation 0 trains from seed ``seed + BAN_GENERATION0_SEED_OFFSET``: never the main stage's seed, so
 #: generation 1 does not start from its teacher's initial weights (the lesson seeds generation k with 100·seed + k)
 BAN_GENERATION0_SEED_OFFSET = 1000
-
-
-@_contextlib.contextmanager
-def kept_random_state():
-    """Run a block (a teacher stage) without moving the random state of Python, NumPy or torch: the stage may seed
-    and draw as it likes, and whatever runs after it draws what it would have drawn without it."""
-    python_state, numpy_state = _random.getstate(), _np.random.get_state()
-    try:
-        with torch.random.fork_rng():
-            yield
-    finally:
-        _random.setstate(python_state)
-        _np.random.set_state(numpy_state)
-
-
-def stage_loader(train_loader):
-    """A copy of ``train_loader`` for a teacher stage: it shuffles the same data in the same order, and iterating it
-    does not advance the original, whose epoch counter picks each epoch's order for the main stage. A distributed
-    loader's copy yields whole global batches: every rank trains the same teacher in full."""
-    return _unsharded(_copy.copy(train_loader))
 
 
 def ban_generation0(teacher: Optional[nn.Module], train_loader, protocol: Protocol, seed: int) -> nn.Module:
@@ -1460,7 +1437,7 @@ def _train(method, seed: int, protocol: Protocol, data: Tuple[TensorLoader, Tens
         teacher = _zoo_teacher(protocol.teacher)
     train_loader, test_loader = data
     if spec.teacher_stage is not None:
-        with torch.random.fork_rng():
+        with kept_random_state():
             teacher = frozen(spec.teacher_stage(teacher if spec.uses_teacher else None, train_loader, protocol, seed))
     distils = spec.uses_teacher or spec.teacher_stage is not None
     if spec.pretrain is not None:
@@ -1479,13 +1456,32 @@ def _train(method, seed: int, protocol: Protocol, data: Tuple[TensorLoader, Tens
     return history, student
 
 
+@contextlib.contextmanager
+def kept_random_state():
+    """Run a block (a teacher stage) without moving the random state of Python, NumPy or torch: the stage may seed
+    and draw as it likes, and whatever runs after it draws what it would have drawn without it."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng():
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def stage_loader(train_loader):
+    """A copy of ``train_loader`` for a teacher stage: it shuffles the same data in the same order, and iterating it
+    does not advance the original, whose epoch counter picks each epoch's order for the main stage. A distributed
+    loader's copy yields whole global batches: every rank trains the same teacher in full."""
+    whole = copy.copy(train_loader)
+    if getattr(whole, "shard", None) is not None:
+        whole.shard = None
+    return whole
+
+
 def _unsharded(loader):
     """``loader`` itself, or a copy of a distributed loader that yields whole global batches."""
-    if getattr(loader, "shard", None) is None:
-        return loader
-    whole = copy.copy(loader)
-    whole.shard = None
-    return whole
+    return loader if getattr(loader, "shard", None) is None else stage_loader(loader)
 
 
 def _factory(method: Union[str, MethodFactory]) -> MethodFactory:

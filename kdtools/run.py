@@ -26,6 +26,7 @@ from . import protocol as _protocol
 from .models import build_model
 from .protocol import Protocol
 from .runtime import get_device
+from .train import History
 
 DATASETS: Tuple[str, ...] = tuple(_protocol.DATASET_CLASSES)  # ("mnist", "cifar100")
 
@@ -75,7 +76,7 @@ RUNNER_METHODS: Dict[str, RunnerMethod] = {
         "FSP (two-stage)", "FSP stage on the stages' flow matrices, then CE alone (RepDistiller's init stage, -b 0)",
         "the first stage lasts a quarter of the epochs on top of the budget (RepDistiller: 30 epochs); on MNIST "
         "the teacher is mnist-cnn-4x3-teacher, whose widths match the student's",
-        mnist_protocol=lambda protocol: _protocol.fsp_protocol(protocol)),
+        mnist_protocol=_protocol.fsp_protocol),
     "rkd": RunnerMethod(
         "CE + RKD", "CE + 25·RKD-D + 50·RKD-A on the pooled embedding (RepDistiller -b 1, mdistiller RKD)"),
     "crd": RunnerMethod(
@@ -204,6 +205,12 @@ def _trainable(modules) -> int:
     return sum(p.numel() for module in modules for p in module.parameters() if p.requires_grad)
 
 
+def count_student_parameters(protocol: Protocol) -> int:
+    """The trainable parameters of the protocol's student (built aside: the seeded random state does not move)."""
+    with torch.random.fork_rng():
+        return _trainable([build_model(protocol.student)])
+
+
 def read_record(path: Path) -> Optional[dict]:
     """The record at ``path``, or None if there is none."""
     path = Path(path)
@@ -246,8 +253,7 @@ def run_one(method: str, seed: int, protocol: Protocol, out: Path, *, progress: 
     built: list = []
     device = torch.device(device) if device is not None else get_device()
 
-    with torch.random.fork_rng():
-        student_parameters = _trainable([build_model(protocol.student)])
+    student_parameters = count_student_parameters(protocol)
 
     def checkpoint(epochs_done: int, state) -> None:
         if main:
@@ -256,7 +262,7 @@ def run_one(method: str, seed: int, protocol: Protocol, out: Path, *, progress: 
             torch.save({**snapshot, "config": config, "started": started, "wall_seconds": wall},
                        str(saved_path) + ".tmp")
             os.replace(str(saved_path) + ".tmp", saved_path)
-            _write_json(path, _record(method, seed, config, _history_of(snapshot["history"]), complete=False,
+            _write_json(path, _record(method, seed, config, History.from_dict(snapshot["history"]), complete=False,
                                       wall=wall, started=started, student_parameters=student_parameters,
                                       extra_parameters=_trainable(built[0].extra_modules), device=str(device)))
         trained_now = epochs_done - (resume["epochs_done"] if resume else 0)
@@ -302,13 +308,6 @@ def _decide(path: Path, saved_path: Path, config: dict) -> tuple:
     if _comparable(saved["config"]) != _comparable(config):
         return ("error", f"{saved_path} is the checkpoint of a run with another config; delete it to start over")
     return ("resume", saved)
-
-
-def _history_of(logged: dict):
-    from .train import History
-
-    return History(list(logged["train_loss"]), {k: list(v) for k, v in logged["term_loss"].items()},
-                   list(logged["test_acc"]), list(logged["epoch_seconds"]))
 
 
 def _comparable(config: dict) -> dict:
@@ -371,10 +370,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                       test_per_class=args.test_per_class, batch_size=args.batch_size, lr=args.lr,
                                       data_root=args.data_root)
             if launch.rank == 0:
-                with torch.random.fork_rng():
-                    parameters = _trainable([build_model(protocol.student)])
                 print(f"{method} ({RUNNER_METHODS[method].arm}): {protocol.describe()}; the student has "
-                      f"{parameters:,} parameters; {launch.world_size} process(es), global batch {protocol.batch_size}",
+                      f"{count_student_parameters(protocol):,} parameters; {launch.world_size} process(es), global batch {protocol.batch_size}",
                       flush=True)
             for seed in (args.seeds if args.seeds is not None else protocol.seeds):
                 record = run_one(method, seed, protocol, out, progress=not args.no_progress,

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed as dist_tools
+from .distributed import all_reduce_sum
 from .features import FeatureExtractor
 from .runtime import get_device
 
@@ -99,6 +101,12 @@ class History:
     def best_epoch(self) -> int:
         """1-based epoch of the best test accuracy (the first one, on ties)."""
         return self.test_acc.index(self.best_acc) + 1 if self.test_acc else 0
+
+    @classmethod
+    def from_dict(cls, logged: Mapping) -> "History":
+        """The History that :meth:`to_dict` wrote (the derived last/best entries are ignored)."""
+        return cls(list(logged["train_loss"]), {name: list(v) for name, v in logged["term_loss"].items()},
+                   list(logged["test_acc"]), list(logged["epoch_seconds"]))
 
     def to_dict(self) -> dict:
         return {"train_loss": self.train_loss, "term_loss": self.term_loss, "test_acc": self.test_acc,
@@ -308,7 +316,7 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
     history = History(term_loss={name: [] for name in terms})
     first_epoch = 0
     if resume is not None:
-        first_epoch = _restore(resume, model, extra_modules, opt, sched, history, train_loader, epochs)
+        first_epoch, history = _restore(resume, model, extra_modules, opt, sched, set(terms), train_loader, epochs)
 
     def state() -> dict:
         return _state(epoch + 1, model, extra_modules, opt, sched, history, train_loader)
@@ -367,7 +375,6 @@ def fit(model: nn.Module, train_loader, test_loader=None, *, epochs: int,
                     sums[name] += value.item() * n
             sched.step()
             if world > 1:  # log global means, as one process would
-                from .distributed import all_reduce_sum
                 summed = all_reduce_sum(torch.tensor([total, seen, *sums.values()], dtype=torch.float64,
                                                      device=device)).tolist()
                 total, seen, sums = summed[0], summed[1], dict(zip(sums, summed[2:]))
@@ -404,8 +411,6 @@ class _Trainable(nn.Module):
 
 def _data_parallel(model: nn.Module, extra_modules: Sequence[nn.Module], train_loader, device):
     """``(forward, world_size)`` for :func:`fit`'s ``distributed=True``."""
-    from . import distributed as dist_tools
-
     world = dist_tools.world_size()
     shard = getattr(train_loader, "shard", None)
     if world > 1 and shard != (dist_tools.rank(), world):
@@ -435,7 +440,8 @@ def _state(epochs_done: int, model, extra_modules, opt, sched, history: History,
             "loader_epoch": getattr(train_loader, "epoch", None)}
 
 
-def _restore(state: Mapping, model, extra_modules, opt, sched, history: History, train_loader, epochs: int) -> int:
+def _restore(state: Mapping, model, extra_modules, opt, sched, terms: set, train_loader, epochs: int
+             ) -> Tuple[int, History]:
     done = state.get("epochs_done")
     if not isinstance(done, int) or not 0 < done <= epochs:
         raise ValueError(f"resume state has epochs_done={done!r}; expected 1..{epochs} (epochs)")
@@ -447,18 +453,16 @@ def _restore(state: Mapping, model, extra_modules, opt, sched, history: History,
         module.load_state_dict(saved)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
-    saved = state["history"]
-    history.train_loss[:] = saved["train_loss"]
-    history.test_acc[:] = saved["test_acc"]
-    history.epoch_seconds[:] = saved["epoch_seconds"]
-    for name in history.term_loss:
-        history.term_loss[name][:] = saved["term_loss"][name]
+    history = History.from_dict(state["history"])
+    if set(history.term_loss) != terms:
+        raise ValueError(f"resume state logs the terms {sorted(history.term_loss)}, the run has {sorted(terms)}: "
+                         f"it comes from another method")
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     if state["loader_epoch"] is not None:
         train_loader.epoch = state["loader_epoch"]
-    return done
+    return done, history
 
 
 # Runs that share a frozen teacher and a training set (the seeds and arms of a lesson) share its outputs:
